@@ -1,0 +1,10 @@
+"""jupyter-mole: OpenMOLE model explorations from Jupyter.
+
+This module holds entry points only and imports nothing heavy: importing
+``jupyter_mole`` must stay cheap for Jupyter's extension discovery.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

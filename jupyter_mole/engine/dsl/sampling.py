@@ -1,0 +1,206 @@
+"""Samplings: the points a method explores, produced lazily.
+
+``x.in_(domain)`` is a factor; ``a * b`` (or ``a.x(b)``) their cross product,
+``a.zip(b)`` their zip. A sampling yields tuples of values in the order of its
+``vals`` and never builds its list of points: a million-point cross product
+holds only its factors in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from ..errors import WorkflowError
+from .puzzle import describe
+from .values import Val, check_value
+
+__all__ = ["Cross", "Factor", "LogRange", "Range", "Sampling", "Zip"]
+
+
+class Range:
+    """An inclusive numeric range: OpenMOLE's ``0.0 to 1.0 by 0.1`` is ``Range(0.0, 1.0, by=0.1)``.
+
+    Values are computed as ``start + i * by`` in decimal arithmetic from the
+    numbers as written, so ``Range(0.0, 1.0, by=0.1)`` is exactly the eleven
+    values 0.0, 0.1, ..., 1.0 with no floating-point drift. ``size=n`` gives n
+    evenly spaced values instead. Integers in, integers out.
+    """
+
+    def __init__(
+        self, start: float, stop: float, by: float | None = None, *, size: int | None = None
+    ) -> None:
+        for label, number in (("start", start), ("stop", stop)):
+            if not isinstance(number, (int, float)) or isinstance(number, bool):
+                raise WorkflowError(f"Range {label} must be a number, got {describe(number)}")
+        if by is not None and size is not None:
+            raise WorkflowError(
+                "give a Range either by= (a step) or size= (a number of values), not both"
+            )
+        self.integral = isinstance(start, int) and isinstance(stop, int)
+        self._start = Decimal(repr(start))
+        self._stop = Decimal(repr(stop))
+        if size is not None:
+            if not isinstance(size, int) or size < 1:
+                raise WorkflowError(f"Range size must be a whole number of 1 or more, got {size!r}")
+            self._count = size
+            self._step = (self._stop - self._start) / (size - 1) if size > 1 else Decimal(0)
+            self.integral = self.integral and self._step % 1 == 0
+        else:
+            if by is None:
+                by = 1
+            if not isinstance(by, (int, float)) or isinstance(by, bool) or by == 0:
+                raise WorkflowError(f"Range step (by=) must be a non-zero number, got {by!r}")
+            self.integral = self.integral and isinstance(by, int)
+            self._step = Decimal(repr(by))
+            span = (self._stop - self._start) / self._step
+            # One extra value when the stop is hit within rounding of the step.
+            self._count = max(0, math.floor(span + Decimal("1e-9")) + 1)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> float | int:
+        if not 0 <= i < self._count:
+            raise IndexError(i)
+        value = self._start + i * self._step
+        return int(value) if self.integral else float(value)
+
+    def __iter__(self) -> Iterator[float | int]:
+        return (self[i] for i in range(self._count))
+
+    def __repr__(self) -> str:
+        return f"Range({self._start}, {self._stop}, by={self._step})"
+
+
+class LogRange:
+    """``size`` values from ``start`` to ``stop`` (both included), evenly spaced on a log scale."""
+
+    def __init__(self, start: float, stop: float, size: int) -> None:
+        if start <= 0 or stop <= 0:
+            raise WorkflowError(f"LogRange bounds must be positive, got {start!r} and {stop!r}")
+        if not isinstance(size, int) or size < 2:
+            raise WorkflowError(f"LogRange size must be a whole number of 2 or more, got {size!r}")
+        self.start, self.stop, self.size = float(start), float(stop), size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[float]:
+        lo, hi = math.log(self.start), math.log(self.stop)
+        for i in range(self.size):
+            if i == 0:
+                yield self.start
+            elif i == self.size - 1:
+                yield self.stop
+            else:
+                yield math.exp(lo + (hi - lo) * i / (self.size - 1))
+
+
+class Sampling:
+    """A lazy sequence of points; each point gives a value to every Val of ``vals``."""
+
+    vals: tuple[Val, ...] = ()
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def size(self) -> int | None:
+        """The number of points, when it is known without producing them."""
+        return None
+
+    def __mul__(self, other: Sampling) -> Cross:
+        return Cross(self, other)
+
+    def x(self, other: Sampling) -> Cross:
+        """OpenMOLE's ``a x b``: every point of ``a`` with every point of ``b``."""
+        return Cross(self, other)
+
+    def zip(self, other: Sampling) -> Zip:
+        """OpenMOLE's ``a zip b``: the i-th point of ``a`` with the i-th point of ``b``."""
+        return Zip(self, other)
+
+
+class Factor(Sampling):
+    """``x.in_(domain)``: the Val ``x`` taking each value of ``domain`` in turn."""
+
+    def __init__(self, val: Val, domain: Iterable[Any]) -> None:
+        if isinstance(domain, (str, bytes)) or not isinstance(domain, Iterable):
+            raise WorkflowError(
+                f"{val.name}.in_() takes values to explore (a list, a range, Range(0.0, 1.0, "
+                f"by=0.1)...), got {describe(domain)}"
+            )
+        if not hasattr(domain, "__len__"):
+            domain = list(domain)  # a generator can be walked only once; a factor is walked per use
+        self.val = val
+        self.domain = domain
+        self.vals = (val,)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        where = f"the sampling of {self.val.name}"
+        for value in self.domain:
+            yield (check_value(self.val, value, where),)
+
+    def size(self) -> int | None:
+        return len(self.domain)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"{self.val.name}.in_({self.domain!r})"
+
+
+def _samplings(parts: tuple[Any, ...], kind: type) -> tuple[Sampling, ...]:
+    flat: list[Sampling] = []
+    for part in parts:
+        if not isinstance(part, Sampling):
+            raise WorkflowError(
+                f"{kind.__name__} combines samplings such as x.in_(...), got {describe(part)}"
+            )
+        flat.extend(part.parts if isinstance(part, kind) else [part])
+    return tuple(flat)
+
+
+def _check_distinct(vals: tuple[Val, ...]) -> None:
+    seen: set[str] = set()
+    for val in vals:
+        if val.name in seen:
+            raise WorkflowError(
+                f"the sampling gives {val.name} a value twice; sample each Val once"
+            )
+        seen.add(val.name)
+
+
+class Cross(Sampling):
+    """The cross product of samplings; the last one varies fastest."""
+
+    def __init__(self, *parts: Sampling) -> None:
+        self.parts = _samplings(parts, Cross)
+        self.vals = tuple(v for p in self.parts for v in p.vals)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        _check_distinct(self.vals)
+        chain = itertools.chain.from_iterable
+        return (tuple(chain(point)) for point in itertools.product(*self.parts))
+
+    def size(self) -> int | None:
+        sizes = [p.size() for p in self.parts]
+        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+
+
+class Zip(Sampling):
+    """Samplings walked side by side; stops with the shortest."""
+
+    def __init__(self, *parts: Sampling) -> None:
+        self.parts = _samplings(parts, Zip)
+        self.vals = tuple(v for p in self.parts for v in p.vals)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        _check_distinct(self.vals)
+        chain = itertools.chain.from_iterable
+        return (tuple(chain(point)) for point in zip(*self.parts))
+
+    def size(self) -> int | None:
+        sizes = [p.size() for p in self.parts]
+        return None if None in sizes else min(sizes)  # type: ignore[type-var]

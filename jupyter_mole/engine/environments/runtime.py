@@ -1,0 +1,316 @@
+"""Running a capsule's jobs on an environment: grouping, counting, retrying, resubmitting.
+
+Every environment is a Dask cluster underneath; what is the same for all of
+them lives here. Jobs are grouped into chunks sized from the measured time per
+job (about a fifth of a second of work per chunk, one job while nothing is
+measured yet), unless the capsule says ``.by(n)``. At most ``slots`` chunks of
+an execution are on an environment at once, which is how ``LocalEnvironment(n)``
+caps its concurrency without a scheduler of our own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from ..batch import Batch
+from ..errors import JobError
+from ..state import ErrorLevel
+from .worker import ChunkResult, run_chunk
+
+if TYPE_CHECKING:
+    from ..context import ExecutionContext
+    from ..dsl.environments import Environment
+    from ..dsl.puzzle import Capsule
+    from .cluster import ClusterConnection
+
+__all__ = ["ChunkSizer", "EnvironmentRuntime"]
+
+
+class ChunkSizer:
+    """How many jobs go into the next chunk of one capsule."""
+
+    target_seconds = 0.2
+    largest = 50_000
+
+    def __init__(self, fixed: int | None = None) -> None:
+        self.fixed = fixed
+        self.seconds_per_job: float | None = None
+
+    def next_size(self, remaining: int, slots: int) -> int:
+        if self.fixed:
+            return min(self.fixed, remaining)
+        if self.seconds_per_job is None:
+            return 1
+        size = int(self.target_seconds / max(self.seconds_per_job, 1e-7))
+        size = min(size, self.largest, math.ceil(remaining / slots))
+        return max(1, min(size, remaining))
+
+    def observe(self, jobs: int, seconds: float) -> None:
+        if jobs <= 0:
+            return
+        per_job = seconds / jobs
+        old = self.seconds_per_job
+        self.seconds_per_job = per_job if old is None else 0.5 * old + 0.5 * per_job
+
+
+class _Chunk:
+    __slots__ = ("finished", "indexes", "key", "started")
+
+    def __init__(self, key: str, indexes: list[int]) -> None:
+        self.key = key
+        self.indexes = indexes
+        self.started = False
+        self.finished = False
+
+
+class EnvironmentRuntime:
+    """One environment as one execution uses it."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        connect: Callable[[], Awaitable[ClusterConnection]],
+        context: ExecutionContext,
+        slots: int | None = None,
+    ) -> None:
+        self.environment = environment
+        self.name = environment.name
+        self._connect = connect
+        self.context = context
+        self._slots = slots
+        self._semaphore: asyncio.Semaphore | None = None
+        self._blobs: dict[int, bytes] = {}
+        self._sizers: dict[int, ChunkSizer] = {}
+        self._keys = itertools.count()
+        self.counts = context.progress.environment(self.name)
+
+    async def _ready(self) -> ClusterConnection:
+        connection = await self._connect()
+        if self._semaphore is None:
+            self._slots = self._slots or connection.slots
+            self._semaphore = asyncio.Semaphore(self._slots)
+        return connection
+
+    def _blob(self, capsule: Capsule) -> bytes:
+        blob = self._blobs.get(id(capsule.task))
+        if blob is None:
+            blob = self._blobs[id(capsule.task)] = cloudpickle.dumps(capsule.task)
+        return blob
+
+    async def run(self, capsule: Capsule, batch: Batch) -> Batch:
+        """Run ``capsule``'s task on every row of ``batch``; rows of the result in the same order."""
+        connection = await self._ready()
+        task = capsule.task
+        wanted = {v.name for v in task.inputs}
+        keep = [i for i, name in enumerate(batch.names) if name in wanted]
+        names = tuple(batch.names[i] for i in keep)
+        rows = [tuple(row[i] for i in keep) for row in batch.rows]
+        sizer = self._sizers.setdefault(id(capsule), ChunkSizer(capsule.grouping))
+        counts = self.context.progress.capsule(capsule.name)
+        counts.ready += len(rows)
+        run = _CapsuleRun(self, connection, capsule, names, rows, sizer)
+        try:
+            await run.all()
+        finally:
+            await run.cancel_outstanding()
+        return Batch(tuple(v.name for v in task.outputs), run.results)  # type: ignore[arg-type]
+
+
+class _CapsuleRun:
+    """The jobs of one batch of one capsule, from submission to the last result."""
+
+    def __init__(
+        self,
+        runtime: EnvironmentRuntime,
+        connection: ClusterConnection,
+        capsule: Capsule,
+        names: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+        sizer: ChunkSizer,
+    ) -> None:
+        self.runtime = runtime
+        self.connection = connection
+        self.capsule = capsule
+        self.names = names
+        self.rows = rows
+        self.sizer = sizer
+        self.results: list[tuple[Any, ...] | None] = [None] * len(rows)
+        self.queue: deque[int] = deque(range(len(rows)))
+        self.retries: dict[int, int] = {}
+        self.losses: dict[int, int] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.futures: dict[str, Any] = {}
+        self.counts = runtime.context.progress.capsule(capsule.name)
+        self.env = runtime.counts
+
+    async def all(self) -> None:
+        semaphore = self.runtime._semaphore
+        assert semaphore is not None
+        while self.queue or self.tasks:
+            for task in [t for t in self.tasks if t.done()]:
+                self.tasks.discard(task)
+                task.result()
+            if self.queue:
+                await semaphore.acquire()
+                if not self.queue:
+                    semaphore.release()
+                    continue
+                size = self.sizer.next_size(len(self.queue), self.runtime._slots or 1)
+                indexes = [self.queue.popleft() for _ in range(size)]
+                self.tasks.add(asyncio.ensure_future(self._chunk(indexes)))
+            elif self.tasks:
+                done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self.tasks.discard(task)
+                    task.result()
+
+    async def cancel_outstanding(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        futures = [f for f in self.futures.values() if not f.done()]
+        if futures:
+            with contextlib.suppress(Exception):
+                await self.connection.client.cancel(futures, force=True)
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _started(self, chunk: _Chunk) -> None:
+        if chunk.started or chunk.finished:
+            return
+        chunk.started = True
+        k = len(chunk.indexes)
+        self.counts.ready -= k
+        self.counts.running += k
+        self.env.submitted -= 1
+        self.env.running += 1
+
+    def _finished(self, chunk: _Chunk) -> None:
+        chunk.finished = True
+        k = len(chunk.indexes)
+        if chunk.started:
+            self.counts.running -= k
+            self.env.running -= 1
+        else:
+            self.counts.ready -= k
+            self.env.submitted -= 1
+
+    def _requeue(self, indexes: list[int]) -> None:
+        self.queue.extend(indexes)
+        self.counts.ready += len(indexes)
+
+    async def _chunk(self, indexes: list[int]) -> None:
+        runtime = self.runtime
+        ctx = runtime.context
+        key = f"mole-{ctx.id}-{self.capsule.name}-{next(runtime._keys)}"
+        chunk = _Chunk(key, indexes)
+        self.env.submitted += 1
+        self.connection.watch_start(key, lambda worker: self._started(chunk))
+        try:
+            future = self.connection.client.submit(
+                run_chunk,
+                runtime._blob(self.capsule),
+                self.names,
+                [self.rows[i] for i in indexes],
+                str(ctx.work_directory),
+                str(ctx.scratch_directory),
+                key=key,
+                pure=False,
+            )
+            self.futures[key] = future
+            try:
+                result: ChunkResult = await future
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._finished(chunk)
+                self._lost(indexes, f"{type(e).__name__}: {e}")
+                return
+            self._finished(chunk)
+            self._collect(indexes, result)
+        finally:
+            self.futures.pop(key, None)
+            self.connection.unwatch_start(key)
+            assert runtime._semaphore is not None
+            runtime._semaphore.release()
+
+    def _collect(self, indexes: list[int], result: ChunkResult) -> None:
+        done = len(result.outputs)
+        for j, values in enumerate(result.outputs):
+            self.results[indexes[j]] = values
+        self.counts.completed += done
+        self.sizer.observe(done + (result.failure is not None), result.seconds)
+        output = self.runtime.context.output
+        for j in sorted(result.printed):
+            output.write(result.printed[j])
+        if result.cancelled and result.failure is None:
+            self._lost(indexes[done:], "the job was stopped on its worker")
+            return
+        if result.failure is None:
+            self.env.done += 1
+            return
+        self.env.failed += 1
+        failure = result.failure
+        failed = indexes[failure.index]
+        self._requeue(indexes[failure.index + 1 :])
+        attempts = self.retries.get(failed, 0) + 1
+        self.retries[failed] = attempts
+        name = self.capsule.name
+        if not failure.user_error and attempts <= self.runtime.environment.retry:
+            self.runtime.context.report(
+                self.runtime.name,
+                ErrorLevel.WARNING,
+                f"a job of task {name} failed and is run again "
+                f"({attempts}/{self.runtime.environment.retry}): {failure.message}",
+                failure.stack_trace,
+            )
+            self._requeue([failed])
+            return
+        inputs = dict(zip(self.names, self.rows[failed]))
+        self.runtime.context.report(
+            self.runtime.name,
+            ErrorLevel.SEVERE,
+            f"task {name} failed: {failure.message}",
+            failure.stack_trace,
+        )
+        raise JobError(
+            f"task {name} failed on inputs {_show(inputs)}: {failure.message}",
+            task=name,
+            inputs=inputs,
+            stack_trace=failure.stack_trace,
+        )
+
+    def _lost(self, indexes: list[int], reason: str) -> None:
+        """Jobs whose worker died or dropped them: resubmitted, up to the environment's cap."""
+        self.env.failed += 1
+        environment = self.runtime.environment
+        worst = max((self.losses.get(i, 0) for i in indexes), default=0) + 1
+        for i in indexes:
+            self.losses[i] = self.losses.get(i, 0) + 1
+        name = self.capsule.name
+        if worst > environment.max_resubmissions:
+            message = (
+                f"{len(indexes)} job(s) of task {name} were lost with their worker "
+                f"{worst} times, more than max_resubmissions={environment.max_resubmissions}: {reason}"
+            )
+            self.runtime.context.report(self.runtime.name, ErrorLevel.SEVERE, message)
+            raise JobError(message, task=name)
+        self.runtime.context.report(
+            self.runtime.name,
+            ErrorLevel.WARNING,
+            f"{len(indexes)} job(s) of task {name} were lost with their worker and are "
+            f"resubmitted ({worst}/{environment.max_resubmissions}): {reason}",
+        )
+        self._requeue(indexes)
+
+
+def _show(inputs: dict[str, Any], limit: int = 300) -> str:
+    text = "{" + ", ".join(f"{k}={v!r}" for k, v in inputs.items()) + "}"
+    return text if len(text) <= limit else text[: limit - 4] + "...}"

@@ -1,0 +1,205 @@
+"""What runs on a Dask worker: a chunk of jobs, their printed output, and their cancellation.
+
+The engine groups jobs into chunks because a Dask task costs milliseconds of
+scheduling while a model evaluation may cost microseconds. A chunk is one Dask
+task that runs its jobs one after the other and returns every job's outputs and
+printed text, so each job is still counted and its output kept.
+
+A task's code comes as cloudpickle bytes: functions defined in a script live in
+no importable module, and Dask pickles its own task wrapper with plain pickle
+first, so the payload must be opaque bytes unpickled here.
+
+Cancelling a Dask future does not stop the thread running it. The worker plugin
+below watches a chunk leave the ``executing`` state for anything but a result,
+then kills the process groups its jobs started and raises :class:`JobCancelled`
+in its thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import io
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from distributed import WorkerPlugin
+
+from ..errors import MoleError
+from ..job import JobCancelled, JobContext
+
+__all__ = ["START_TOPIC", "ChunkResult", "JobFailure", "MoleWorkerPlugin", "run_chunk"]
+
+START_TOPIC = "jupyter-mole-chunk-start"
+
+_tasks: OrderedDict[bytes, Any] = OrderedDict()
+_running: dict[str, tuple[int, JobContext]] = {}
+_lock = threading.Lock()
+_capture = threading.local()
+
+
+@dataclasses.dataclass
+class JobFailure:
+    """A job that raised: which one in its chunk, the message and the worker's traceback."""
+
+    index: int
+    message: str
+    stack_trace: str
+    user_error: bool  # a MoleError: the workflow is wrong, not the code of the task
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """The outcome of a chunk: outputs of the jobs that completed, in order, then at most one failure."""
+
+    names: tuple[str, ...]
+    outputs: list[tuple[Any, ...]]
+    printed: dict[int, str]
+    failure: JobFailure | None = None
+    cancelled: bool = False
+    seconds: float = 0.0
+    worker: str | None = None
+
+
+class _ThreadStream(io.TextIOBase):
+    """sys.stdout/sys.stderr on a worker: text goes to the running job's buffer, if any."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        buffer = getattr(_capture, "buffer", None)
+        if buffer is None:
+            return self._stream.write(text)
+        buffer.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_capture, "buffer", None) is None:
+            self._stream.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+def _install_capture() -> None:
+    if not isinstance(sys.stdout, _ThreadStream):
+        sys.stdout = _ThreadStream(sys.stdout)
+    if not isinstance(sys.stderr, _ThreadStream):
+        sys.stderr = _ThreadStream(sys.stderr)
+
+
+def _load_task(blob: bytes) -> Any:
+    digest = hashlib.blake2b(blob, digest_size=16).digest()
+    with _lock:
+        task = _tasks.get(digest)
+        if task is not None:
+            _tasks.move_to_end(digest)
+            return task
+    task = cloudpickle.loads(blob)
+    with _lock:
+        _tasks[digest] = task
+        while len(_tasks) > 64:
+            _tasks.popitem(last=False)
+    return task
+
+
+def _current_key() -> tuple[str | None, Any]:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return worker.get_current_task(), worker
+    except (ValueError, ImportError):
+        return None, None
+
+
+def run_chunk(
+    blob: bytes,
+    names: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    work_directory: str,
+    scratch_directory: str,
+) -> ChunkResult:
+    """Run the task in ``blob`` on each row (values in the order of ``names``)."""
+    started = time.perf_counter()
+    key, worker = _current_key()
+    if worker is not None:
+        worker.log_event(START_TOPIC, {"key": key})
+    _install_capture()
+    task = _load_task(blob)
+    out_names = tuple(v.name for v in task.outputs)
+    job = JobContext(Path(work_directory), Path(scratch_directory))
+    result = ChunkResult(out_names, [], {}, worker=getattr(worker, "address", None))
+    if key is not None:
+        with _lock:
+            _running[key] = (threading.get_ident(), job)
+    outputs = result.outputs
+    try:
+        for i, row in enumerate(rows):
+            _capture.buffer = buffer = []
+            try:
+                out = task.perform(dict(zip(names, row)), job)
+                outputs.append(tuple(out[n] for n in out_names))
+            except JobCancelled:
+                result.cancelled = True
+                break
+            except Exception as e:
+                message = e.message if isinstance(e, MoleError) else f"{type(e).__name__}: {e}"
+                result.failure = JobFailure(
+                    i, message, traceback.format_exc(), isinstance(e, MoleError)
+                )
+                break
+            finally:
+                _capture.buffer = None
+                if buffer:
+                    result.printed[i] = "".join(buffer)
+    except JobCancelled:
+        result.cancelled = True
+    finally:
+        if key is not None:
+            with _lock:
+                _running.pop(key, None)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def cancel_chunk(key: str) -> bool:
+    """Stop the chunk running under ``key`` on this worker: kill its processes, interrupt its thread."""
+    with _lock:
+        entry = _running.pop(key, None)
+        if entry is None:
+            return False
+        thread_id, job = entry
+        job.cancel()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread_id), ctypes.py_object(JobCancelled)
+        )
+    return True
+
+
+class MoleWorkerPlugin(WorkerPlugin):
+    """Stops our chunks for real when Dask releases them mid-run, and at worker shutdown."""
+
+    name = "jupyter-mole"
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start == "executing" and finish not in ("memory", "error") and isinstance(key, str):
+            cancel_chunk(key)
+
+    def teardown(self, worker: Any) -> None:
+        with _lock:
+            keys = list(_running)
+        for key in keys:
+            cancel_chunk(key)

@@ -1,0 +1,64 @@
+"""The engine's exceptions.
+
+::
+
+    MoleError                   anything the engine reports to a person
+     +-- ScriptError            a script did not load (carries file and line)
+     |    +-- ScalaScriptError  the script is OpenMOLE Scala: it needs an OpenMOLE server
+     +-- WorkflowError          a workflow that cannot run as written (missing input, bad type)
+     +-- JobError               a job failed on its environment (task, inputs, worker traceback)
+
+Messages are written for the modeller, not for us: each says what was wrong and,
+where there is one, what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = ["JobError", "MoleError", "ScalaScriptError", "ScriptError", "WorkflowError"]
+
+
+class MoleError(Exception):
+    """Base of every error the engine reports; ``str()`` is the message for the user."""
+
+    def __init__(self, message: str, stack_trace: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stack_trace = stack_trace
+
+
+class ScriptError(MoleError):
+    """A script failed to load; ``filename`` and ``lineno`` point at the culprit."""
+
+    def __init__(
+        self,
+        message: str,
+        filename: str | None = None,
+        lineno: int | None = None,
+        stack_trace: str | None = None,
+    ) -> None:
+        super().__init__(message, stack_trace)
+        self.filename = filename
+        self.lineno = lineno
+
+
+class ScalaScriptError(ScriptError):
+    """The script is OpenMOLE's Scala dialect, which only an OpenMOLE server runs."""
+
+
+class WorkflowError(MoleError):
+    """The workflow is wrong as written; raised before or while a job runs."""
+
+
+class JobError(MoleError):
+    """A job failed: which task, with which inputs, and the worker's traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        task: str,
+        inputs: dict | None = None,
+        stack_trace: str | None = None,
+    ) -> None:
+        super().__init__(message, stack_trace)
+        self.task = task
+        self.inputs = inputs or {}
