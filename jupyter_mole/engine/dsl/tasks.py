@@ -257,7 +257,7 @@ class PythonTask(Task):
         return self._as_outputs(self.code(**kwargs))
 
     def _as_outputs(self, result: Any) -> Mapping[str, Any]:
-        if isinstance(result, Mapping):
+        if type(result) is dict or isinstance(result, Mapping):
             return result
         if not self.outputs:
             return {}

@@ -33,6 +33,9 @@ def type_label(tp: Any) -> str:
     return repr(tp).replace("typing.", "")
 
 
+_EXACT = frozenset({float, int, str, bool})
+
+
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     """Whether ``value`` fits ``tp``, and the value in its canonical form.
 
@@ -88,6 +91,8 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 def check_value(val: Val, value: Any, where: str) -> Any:
     """The value converted to ``val``'s type, or a WorkflowError naming ``where``."""
+    if type(value) is val.type and val.type in _EXACT:
+        return value  # the common case, on the path of every job
     ok, converted = _coerce(value, val.type)
     if not ok:
         raise WorkflowError(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import pickle
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -35,30 +36,54 @@ __all__ = ["ChunkSizer", "EnvironmentRuntime"]
 
 
 class ChunkSizer:
-    """How many jobs go into the next chunk of one capsule."""
+    """How many jobs go into the next chunk of one capsule, and how long it may run.
+
+    Before any job of the capsule has been timed, chunks are sized to share
+    the batch among the slots, and the worker stops a chunk once its time
+    budget is spent, handing back the jobs it did not reach: a slow model
+    then costs one job per slot of waiting, never thousands, while a fast one
+    does not pay a round trip to a worker for a probe. Once timed, chunks
+    hold about ``target_seconds`` of work. ``.by(n)`` fixes the size and lifts
+    the budget.
+    """
 
     target_seconds = 0.2
+    budget_seconds = 0.5
+    first_largest = 4096
     largest = 50_000
 
     def __init__(self, fixed: int | None = None) -> None:
         self.fixed = fixed
-        self.seconds_per_job: float | None = None
+        self._seconds = 0.0
+        self._jobs = 0.0
 
-    def next_size(self, remaining: int, slots: int) -> int:
+    @property
+    def seconds_per_job(self) -> float | None:
+        return self._seconds / self._jobs if self._jobs else None
+
+    def next_size(self, remaining: int, batch: int, slots: int) -> tuple[int, float | None]:
+        """The next chunk's size and time budget: ``remaining`` jobs left of a ``batch``.
+
+        Balancing uses the whole batch, not what remains of it: halving the
+        remainder would end every batch with a tail of ever smaller chunks,
+        each paying a full round trip.
+        """
         if self.fixed:
-            return min(self.fixed, remaining)
-        if self.seconds_per_job is None:
-            return 1
-        size = int(self.target_seconds / max(self.seconds_per_job, 1e-7))
-        size = min(size, self.largest, math.ceil(remaining / slots))
-        return max(1, min(size, remaining))
+            return min(self.fixed, remaining), None
+        share = math.ceil(batch / slots)
+        per_job = self.seconds_per_job
+        if per_job is None:
+            size = min(share, self.first_largest)
+        else:
+            size = min(int(self.target_seconds / max(per_job, 1e-7)), self.largest, share)
+        return max(1, min(size, remaining)), self.budget_seconds
 
     def observe(self, jobs: int, seconds: float) -> None:
+        """Fold in a chunk's timing; recent and larger chunks weigh most."""
         if jobs <= 0:
             return
-        per_job = seconds / jobs
-        old = self.seconds_per_job
-        self.seconds_per_job = per_job if old is None else 0.5 * old + 0.5 * per_job
+        self._seconds = 0.5 * self._seconds + seconds
+        self._jobs = 0.5 * self._jobs + jobs
 
 
 class _Chunk:
@@ -163,9 +188,11 @@ class _CapsuleRun:
                 if not self.queue:
                     semaphore.release()
                     continue
-                size = self.sizer.next_size(len(self.queue), self.runtime._slots or 1)
+                size, budget = self.sizer.next_size(
+                    len(self.queue), len(self.rows), self.runtime._slots or 1
+                )
                 indexes = [self.queue.popleft() for _ in range(size)]
-                self.tasks.add(asyncio.ensure_future(self._chunk(indexes)))
+                self.tasks.add(asyncio.ensure_future(self._chunk(indexes, budget)))
             elif self.tasks:
                 done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -206,7 +233,7 @@ class _CapsuleRun:
         self.queue.extend(indexes)
         self.counts.ready += len(indexes)
 
-    async def _chunk(self, indexes: list[int]) -> None:
+    async def _chunk(self, indexes: list[int], budget: float | None) -> None:
         runtime = self.runtime
         ctx = runtime.context
         key = f"mole-{ctx.id}-{self.capsule.name}-{next(runtime._keys)}"
@@ -217,8 +244,8 @@ class _CapsuleRun:
             future = self.connection.client.submit(
                 run_chunk,
                 runtime._blob(self.capsule),
-                self.names,
-                [self.rows[i] for i in indexes],
+                pickle.dumps((self.names, [self.rows[i] for i in indexes]), protocol=5),
+                budget,
                 str(ctx.work_directory),
                 str(ctx.scratch_directory),
                 key=key,
@@ -255,6 +282,7 @@ class _CapsuleRun:
             return
         if result.failure is None:
             self.env.done += 1
+            self._requeue(indexes[done:])  # what the chunk's time budget did not reach
             return
         self.env.failed += 1
         failure = result.failure

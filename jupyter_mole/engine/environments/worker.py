@@ -21,6 +21,7 @@ import ctypes
 import dataclasses
 import hashlib
 import io
+import pickle
 import sys
 import threading
 import time
@@ -127,13 +128,20 @@ def _current_key() -> tuple[str | None, Any]:
 
 def run_chunk(
     blob: bytes,
-    names: tuple[str, ...],
-    rows: list[tuple[Any, ...]],
+    payload: bytes,
+    budget: float | None,
     work_directory: str,
     scratch_directory: str,
 ) -> ChunkResult:
-    """Run the task in ``blob`` on each row (values in the order of ``names``)."""
+    """Run the task in ``blob`` on each row of ``payload``, a pickled ``(names, rows)``.
+
+    The rows travel pickled because Dask walks a task's arguments looking for
+    futures, which costs more than the jobs themselves for big chunks. Once
+    ``budget`` seconds are spent the chunk returns; the engine requeues the
+    rows it did not reach.
+    """
     started = time.perf_counter()
+    names, rows = pickle.loads(payload)
     key, worker = _current_key()
     if worker is not None:
         worker.log_event(START_TOPIC, {"key": key})
@@ -146,8 +154,11 @@ def run_chunk(
         with _lock:
             _running[key] = (threading.get_ident(), job)
     outputs = result.outputs
+    deadline = None if budget is None else started + budget
     try:
         for i, row in enumerate(rows):
+            if deadline is not None and i and time.perf_counter() > deadline:
+                break
             _capture.buffer = buffer = []
             try:
                 out = task.perform(dict(zip(names, row)), job)
