@@ -97,8 +97,12 @@ class Evaluator:
         chunks of the right size; small intermediate batches would only add
         round trips.
         """
-        size = self._batch_sizes.get(id(method), FIRST_BATCH)
-        self._batch_sizes[id(method)] = LARGEST_BATCH
+        size = self._batch_sizes.get(id(method))
+        if size is None:
+            # Batches in whole groups, so that `.by(n)` makes groups of n, not of what a batch left.
+            unit = max((c.grouping or 1 for c in method.evaluation.capsules()), default=1)
+            self._batch_sizes[id(method)] = max(unit, LARGEST_BATCH // unit * unit)
+            return FIRST_BATCH * unit
         return size
 
 

@@ -10,11 +10,15 @@ OpenMOLE Scala, which only an OpenMOLE server runs.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
+
+import cloudpickle
 
 from .dsl import namespace
 from .dsl.environments import Environment
@@ -127,6 +131,8 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
         )
     scope: dict[str, Any] = namespace()
     scope.update({"__name__": _NAME, "__file__": filename, "work_directory": Path(work_directory)})
+    # Modules beside the script (a model's own code) are importable from it.
+    sys.path.insert(0, str(work_directory))
     try:
         exec(compile(ast.Module(body=body, type_ignores=[]), filename, "exec"), scope)
         value = eval(compile(ast.Expression(last.value), filename, "eval"), scope)
@@ -148,7 +154,11 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             lineno=lineno,
             stack_trace=_user_traceback(e, filename),
         ) from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(work_directory))
     _name_objects(scope)
+    _pickle_local_modules(Path(work_directory))
     try:
         workflow = as_puzzle(value)
     except WorkflowError:
@@ -158,6 +168,9 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             filename=filename,
             lineno=last.lineno,
         ) from None
+    for capsule in workflow.capsules():
+        if capsule.task.script is None:
+            capsule.task.script = (filename, source)
     return Script(path=filename, workflow=workflow, namespace=scope)
 
 
@@ -179,6 +192,19 @@ def _statement_kind(node: ast.stmt) -> str:
         ast.If: "an if statement",
     }
     return kinds.get(type(node), f"a `{type(node).__name__}` statement")
+
+
+def _pickle_local_modules(work_directory: Path) -> None:
+    """Send modules imported from the work directory to workers by value.
+
+    Workers cannot import them (the work directory is not on their path), and
+    a function pickled by reference to a module a worker lacks cannot be run.
+    """
+    root = work_directory.resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(root):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def _name_objects(scope: dict[str, Any]) -> None:

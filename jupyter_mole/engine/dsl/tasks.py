@@ -57,6 +57,8 @@ class Task(Puzzle):
         # A default makes a value an input even if it was not listed (OpenMOLE's `x := 3`).
         self.inputs += tuple(v for v in self.defaults if v not in self.inputs)
         self._plan: tuple | None = None
+        # The script the task comes from (file name, text), to show its lines in tracebacks.
+        self.script: tuple[str, str] | None = None
 
     # -- naming -----------------------------------------------------------------
     @property

@@ -75,7 +75,7 @@ class LocalClusterManager:
                         threads_per_worker=1,
                         processes=True,
                         host="127.0.0.1",
-                        dashboard_address=None,
+                        dashboard_address="127.0.0.1:0",  # loopback only, any free port
                         local_directory=str(self.directory),
                         silence_logs=logging.ERROR,
                         asynchronous=True,

@@ -169,7 +169,7 @@ def run_chunk(
             except Exception as e:
                 message = e.message if isinstance(e, MoleError) else f"{type(e).__name__}: {e}"
                 result.failure = JobFailure(
-                    i, message, traceback.format_exc(), isinstance(e, MoleError)
+                    i, message, user_traceback(e, task), isinstance(e, MoleError)
                 )
                 break
             finally:
@@ -184,6 +184,32 @@ def run_chunk(
                 _running.pop(key, None)
     result.seconds = time.perf_counter() - started
     return result
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[2])
+
+
+def user_traceback(error: BaseException, task: Any) -> str:
+    """The traceback of a job's error as the modeller needs it: their frames, their file.
+
+    Our own frames are dropped, and code from the script (which cloudpickle
+    renames ``<dynamic-code>``) is shown with the script's name and lines.
+    """
+    script: tuple[str, str] | None = getattr(task, "script", None)
+    lines = script[1].splitlines() if script else []
+    frames = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename.startswith(_PACKAGE):
+            continue
+        if frame.filename == "<dynamic-code>" and script:
+            number = frame.lineno or 0
+            text = lines[number - 1].strip() if 0 < number <= len(lines) else None
+            frame = traceback.FrameSummary(script[0], number, frame.name, line=text)
+        frames.append(frame)
+    head = (
+        ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+    )
+    return "".join(head + traceback.format_exception_only(type(error), error))
 
 
 def cancel_chunk(key: str) -> bool:

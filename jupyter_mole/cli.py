@@ -1,0 +1,252 @@
+"""``jupyter-mole``: the command line (so ``jupyter mole ...`` works too).
+
+One parser with a subparser per command, and one small function per command
+that returns the exit status. ``run`` executes a script in the foreground on
+the embedded engine and follows it on the terminal.
+
+Exit statuses, so scripts and CI can tell what happened:
+
+- 0: the execution finished;
+- 1: it failed (a job raised, a hook could not write...);
+- 2: it never started: bad arguments, no such script, a script that does not
+  load or a workflow that cannot run as written;
+- 130: interrupted by Ctrl-C (the execution was cancelled first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Execution
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+POLL_INTERVAL = 0.2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Interrupts:
+    """Ctrl-C while an execution runs: the first asks for a clean cancel, not a traceback.
+
+    Raising KeyboardInterrupt in the middle of drawing or of the engine's shutdown
+    would leave jobs (and their child programs) running; so the handler only sets
+    a flag that the follow loop checks. A second Ctrl-C says we are still
+    cleaning up; a third quits at once, for a cancel that hangs.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.count = 0
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.requested.set()
+        if self.count == 2:
+            os.write(2, b"still cancelling; press Ctrl-C again to quit without cleaning up\n")
+        elif self.count >= 3:
+            os.write(2, b"quitting without cleaning up\n")
+            os._exit(EXIT_INTERRUPTED)
+
+    @contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while the Dask workers are spawned, so that they inherit it ignored.
+
+    A Ctrl-C in a terminal goes to every process of the foreground group; the
+    workers must leave it to us, or they die mid-job instead of being cancelled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- run ------------------------------------------------------------------------------
+def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "run",
+        parents=[common],
+        help="run a script in the foreground on the embedded engine",
+        description="Run a workflow script on this machine's cores and follow it live. "
+        "Ctrl-C cancels the execution (its running jobs are stopped) and exits with 130.",
+    )
+    p.add_argument("script", type=Path, help="the workflow script (.oms, Python dialect)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the script's files are read and results written (default: its folder)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the engine keeps the execution's logs and scratch files "
+        "(default: a temporary folder removed at the end)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="number of local Dask worker processes (default: one per core)",
+    )
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``jupyter-mole run SCRIPT``: run it in the foreground, exit with how it ended."""
+    script: Path = args.script
+    if not script.is_file():
+        _err(f"jupyter-mole run: there is no script {script}")
+        return EXIT_USAGE
+    work: Path = args.work_dir if args.work_dir is not None else script.parent
+    if not work.is_dir():
+        _err(f"jupyter-mole run: the work directory {work} is not a folder")
+        return EXIT_USAGE
+    if args.state_dir is not None:
+        return _run(script, work, args.state_dir, args)
+    with tempfile.TemporaryDirectory(prefix="jupyter-mole-", ignore_cleanup_errors=True) as tmp:
+        return _run(script, work, Path(tmp), args)
+
+
+def _run(script: Path, work: Path, state_dir: Path, args: argparse.Namespace) -> int:
+    # Imported here: the engine pulls in Dask, which `--help` does not need.
+    from .engine import Engine, MoleError, ScriptError, load_script
+
+    try:
+        loaded = load_script(script, work)
+    except ScriptError as e:
+        _err(e.message)
+        if args.verbose and e.stack_trace:
+            _err(e.stack_trace.rstrip("\n"))
+        return EXIT_USAGE
+    engine = Engine(state_dir, n_workers=args.workers)
+    interrupts = _Interrupts()
+    with interrupts.installed():
+        try:
+            with _sigint_ignored():
+                engine.warm_up()
+            try:
+                execution = engine.start(loaded.workflow, work, script=str(script))
+            except MoleError as e:
+                _err(e.message)
+                return EXIT_USAGE
+            return _follow(execution, interrupts, args.verbose)
+        finally:
+            engine.close()
+
+
+def _follow(execution: Execution, interrupts: _Interrupts, verbose: bool) -> int:
+    """Show ``execution`` until it ends; cancel it on the first Ctrl-C. Returns the exit status."""
+    from .engine import State
+    from .terminal import format_summary, open_display
+
+    offset = 0
+    cancelling = False
+    with open_display(verbose=verbose) as display:
+
+        def drain() -> None:
+            nonlocal offset
+            text, offset = execution.output(offset)
+            if text:
+                display.output(text)
+            display.errors(execution.errors_since_last_read("cli"))
+
+        while True:
+            done = execution.done
+            drain()
+            display.update(execution.snapshot())
+            if done:
+                break
+            if interrupts.requested.is_set() and not cancelling:
+                cancelling = True
+                display.message("cancelling...", error=True)
+                execution.cancel()
+            execution.wait(POLL_INTERVAL)
+    snapshot = execution.snapshot()
+    if snapshot.state is State.FINISHED:
+        print(format_summary(snapshot), flush=True)
+        return EXIT_INTERRUPTED if interrupts.requested.is_set() else EXIT_OK
+    _err(format_summary(snapshot))
+    if snapshot.state is State.CANCELLED:
+        return EXIT_INTERRUPTED
+    if snapshot.error:
+        _err(f"error: {snapshot.error}")
+    if verbose and snapshot.stack_trace:
+        _err(snapshot.stack_trace.rstrip("\n"))
+    return EXIT_FAILED
+
+
+# -- the parser ----------------------------------------------------------------------
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each command adds its own subparser."""
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="also print stack traces of errors"
+    )
+    parser = argparse.ArgumentParser(
+        prog="jupyter-mole",
+        description="OpenMOLE model explorations from Jupyter: run workflow scripts "
+        "on the embedded engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_run(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``jupyter-mole``, ``jupyter mole`` and ``python -m jupyter_mole``."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
