@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import statistics
 import textwrap
@@ -275,7 +276,7 @@ def test_local_environment_caps_concurrent_jobs(engine: Engine, tmp_path: Path) 
         )
         assert execution.state is State.FINISHED, execution.error
         spans = sorted((float(r["begin"]), float(r["end"])) for r in read_csv(work / "t.csv"))
-        return any(b2 < e1 for (_, e1), (b2, _) in zip(spans, spans[1:]))
+        return any(b2 < e1 for (_, e1), (b2, _) in itertools.pairwise(spans))
 
     assert not overlaps(1)
     assert overlaps(2)
