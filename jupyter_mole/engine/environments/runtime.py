@@ -130,8 +130,10 @@ class EnvironmentRuntime:
             blob = self._blobs[id(capsule.task)] = cloudpickle.dumps(capsule.task)
         return blob
 
-    async def run(self, capsule: Capsule, batch: Batch) -> Batch:
-        """Run ``capsule``'s task on every row of ``batch``; rows of the result in the same order."""
+    async def run(
+        self, capsule: Capsule, batch: Batch, sink: Callable[[list[int], Batch], None]
+    ) -> None:
+        """Run ``capsule``'s task on every row of ``batch``, each chunk's results to ``sink``."""
         connection = await self._ready()
         task = capsule.task
         wanted = {v.name for v in task.inputs}
@@ -141,12 +143,11 @@ class EnvironmentRuntime:
         sizer = self._sizers.setdefault(id(capsule), ChunkSizer(capsule.grouping))
         counts = self.context.progress.capsule(capsule.name)
         counts.ready += len(rows)
-        run = _CapsuleRun(self, connection, capsule, names, rows, sizer)
+        run = _CapsuleRun(self, connection, capsule, names, rows, sizer, sink)
         try:
             await run.all()
         finally:
             await run.cancel_outstanding()
-        return Batch(tuple(v.name for v in task.outputs), run.results)  # type: ignore[arg-type]
 
 
 class _CapsuleRun:
@@ -160,14 +161,16 @@ class _CapsuleRun:
         names: tuple[str, ...],
         rows: list[tuple[Any, ...]],
         sizer: ChunkSizer,
+        sink: Callable[[list[int], Batch], None],
     ) -> None:
         self.runtime = runtime
+        self.sink = sink
+        self.out_names = tuple(v.name for v in capsule.task.outputs)
         self.connection = connection
         self.capsule = capsule
         self.names = names
         self.rows = rows
         self.sizer = sizer
-        self.results: list[tuple[Any, ...] | None] = [None] * len(rows)
         self.queue: deque[int] = deque(range(len(rows)))
         self.retries: dict[int, int] = {}
         self.losses: dict[int, int] = {}
@@ -270,13 +273,13 @@ class _CapsuleRun:
 
     def _collect(self, indexes: list[int], result: ChunkResult) -> None:
         done = len(result.outputs)
-        for j, values in enumerate(result.outputs):
-            self.results[indexes[j]] = values
         self.counts.completed += done
         self.sizer.observe(done + (result.failure is not None), result.seconds)
         output = self.runtime.context.output
         for j in sorted(result.printed):
             output.write(result.printed[j])
+        if done:
+            self.sink(indexes[:done], Batch(self.out_names, result.outputs))
         if result.cancelled and result.failure is None:
             self._lost(indexes[done:], "the job was stopped on its worker")
             return
