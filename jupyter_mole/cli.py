@@ -74,6 +74,9 @@ class _Interrupts:
 
     @contextmanager
     def installed(self) -> Iterator[_Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread may set handlers; Ctrl-C is then the caller's
+            return
         previous = signal.signal(signal.SIGINT, self._handle)
         try:
             yield self
@@ -86,7 +89,8 @@ def _sigint_ignored() -> Iterator[None]:
     """Ignore SIGINT while the Dask workers are spawned, so that they inherit it ignored.
 
     A Ctrl-C in a terminal goes to every process of the foreground group; the
-    workers must leave it to us, or they die mid-job instead of being cancelled.
+    workers must leave it to us, or they die mid-job (with a traceback each)
+    instead of being cancelled. A Ctrl-C during these seconds is lost.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -180,18 +184,13 @@ def _follow(execution: Execution, interrupts: _Interrupts, verbose: bool) -> int
 
     offset = 0
     cancelling = False
-    with open_display(verbose=verbose) as display:
-
-        def drain() -> None:
-            nonlocal offset
-            text, offset = execution.output(offset)
-            if text:
-                display.output(text)
-            display.errors(execution.errors_since_last_read("cli"))
-
+    display = open_display(verbose=verbose)
+    with display:
         while True:
-            done = execution.done
-            drain()
+            done = execution.done  # read first: what follows then drains everything
+            text, offset = execution.output(offset)
+            display.output(text)
+            display.errors(execution.errors_since_last_read("cli"))
             display.update(execution.snapshot())
             if done:
                 break
@@ -209,7 +208,7 @@ def _follow(execution: Execution, interrupts: _Interrupts, verbose: bool) -> int
         return EXIT_INTERRUPTED
     if snapshot.error:
         _err(f"error: {snapshot.error}")
-    if verbose and snapshot.stack_trace:
+    if verbose and snapshot.stack_trace and snapshot.stack_trace not in display.shown_traces:
         _err(snapshot.stack_trace.rstrip("\n"))
     return EXIT_FAILED
 

@@ -94,11 +94,16 @@ class _Lines:
 
 
 class Display:
-    """What a follower calls; the base does the line splitting both kinds share."""
+    """What a follower calls; the base does the line splitting both kinds share.
+
+    ``shown_traces`` remembers the stack traces already printed, so that a
+    follower does not print the same one again in its final report.
+    """
 
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = verbose
         self._lines = _Lines()
+        self.shown_traces: set[str] = set()
 
     def __enter__(self) -> Display:
         return self
@@ -116,6 +121,8 @@ class Display:
         """New environment errors, each printed once."""
         for record in records:
             self.message(format_error(record, self.verbose), error=True)
+            if self.verbose and record.stack_trace:
+                self.shown_traces.add(record.stack_trace)
 
     def update(self, snapshot: Snapshot) -> None:
         """The latest counters."""

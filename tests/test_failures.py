@@ -157,6 +157,9 @@ def test_cancel_kills_a_running_system_exec_process_and_keeps_files(
     assert gone_after < 2
     assert (work / "pid-1").exists() and (work / "test.oms").exists()
     assert execution.error == "the execution was cancelled"
+    snapshot = execution.snapshot()
+    assert snapshot.running == snapshot.ready == 0
+    assert snapshot.environments[0].running == snapshot.environments[0].submitted == 0
 
 
 def test_cancel_interrupts_a_running_python_task_and_frees_the_workers(

@@ -172,6 +172,8 @@ class Execution:
 
     def _end(self, state: State, error: str | None = None, stack_trace: str | None = None) -> None:
         self.ended = time.time()
+        if state is not State.FINISHED:
+            self.context.progress.settle()
         self.error = error if state is not State.FINISHED else None
         self.stack_trace = stack_trace
         self.state = state

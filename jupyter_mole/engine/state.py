@@ -161,3 +161,11 @@ class Progress:
                 {k: dataclasses.replace(v) for k, v in self.capsules.items()},
                 [dataclasses.replace(v) for v in self.environments.values()],
             )
+
+    def settle(self) -> None:
+        """An execution that stopped early has nothing waiting or running any more."""
+        with self.lock:
+            for counts in self.capsules.values():
+                counts.ready = counts.running = 0
+            for env in self.environments.values():
+                env.submitted = env.running = 0

@@ -17,11 +17,13 @@ in its thread.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
 import io
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -230,6 +232,12 @@ class MoleWorkerPlugin(WorkerPlugin):
     """Stops our chunks for real when Dask releases them mid-run, and at worker shutdown."""
 
     name = "jupyter-mole"
+
+    def setup(self, worker: Any) -> None:
+        # A Ctrl-C in the terminal that runs the engine reaches its whole process
+        # group; workers must leave it to the engine, which cancels cleanly.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if start == "executing" and finish not in ("memory", "error") and isinstance(key, str):
