@@ -10,22 +10,17 @@ OpenMOLE Scala, which only an OpenMOLE server runs.
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import re
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from .dsl import namespace
-from .dsl.environments import Environment
 from .dsl.puzzle import Puzzle, as_puzzle
-from .dsl.tasks import Task
-from .dsl.values import Val
 from .errors import MoleError, ScalaScriptError, ScriptError, WorkflowError
+from .local_modules import importable_from
+from .naming import name_assignments, name_objects
 
 __all__ = ["Script", "load_script", "load_source"]
 
@@ -35,8 +30,9 @@ _SCALA_LINE = re.compile(
         val\s+\w+\s*(?::\s*[\w\[\]]+\s*)?=     # val x = ...
       | import\s+_file_\.                      # OpenMOLE's script imports
       | def\s+\w+\s*\(.*\)\s*:\s*\w+\s*=       # def f(x: Int): Int =
-      | .*\bVal\[\w+                           # Val[Double]
-      | .*\s:=\s                               # x := 3
+      | [^#]*\bVal\[\w+                         # Val[Double], outside a Python comment
+      | \w+\s*:=                              # x := 3 (a Python walrus needs parentheses)
+      | [^#]*\bset\s*\(.*:=                     # model set (x := 3)
     )""",
     re.VERBOSE,
 )
@@ -60,6 +56,10 @@ def load_script(path: str | Path, work_directory: str | Path | None = None) -> S
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScriptError(f"there is no script {path}", filename=str(path)) from None
+    except IsADirectoryError:
+        raise ScriptError(
+            f"{path} is a folder, not a script: name the .oms file in it", filename=str(path)
+        ) from None
     except UnicodeDecodeError:
         raise ScriptError(f"{path.name} is not UTF-8 text", filename=str(path)) from None
     return load_source(source, str(path), work_directory or path.parent)
@@ -131,11 +131,11 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
         )
     scope: dict[str, Any] = namespace()
     scope.update({"__name__": _NAME, "__file__": filename, "work_directory": Path(work_directory)})
-    # Modules beside the script (a model's own code) are importable from it.
-    sys.path.insert(0, str(work_directory))
+    body_code = compile(name_assignments(ast.Module(body=body, type_ignores=[])), filename, "exec")
     try:
-        exec(compile(ast.Module(body=body, type_ignores=[]), filename, "exec"), scope)
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), scope)
+        with importable_from(Path(work_directory)):
+            exec(body_code, scope)
+            value = eval(compile(ast.Expression(last.value), filename, "eval"), scope)
     except MoleError as e:
         lineno = _script_frames(e.__traceback__, filename)
         where = f", line {lineno}" if lineno else ""
@@ -144,6 +144,14 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             filename=filename,
             lineno=lineno,
             stack_trace=_user_traceback(e, filename),
+        ) from None
+    except SystemExit as e:
+        lineno = _script_frames(e.__traceback__, filename)
+        where = f", line {lineno}" if lineno else ""
+        raise ScriptError(
+            f"{name}{where} calls exit(): a script must end with its workflow, not stop",
+            filename=filename,
+            lineno=lineno,
         ) from None
     except Exception as e:
         lineno = _script_frames(e.__traceback__, filename)
@@ -154,11 +162,7 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             lineno=lineno,
             stack_trace=_user_traceback(e, filename),
         ) from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(work_directory))
-    _name_objects(scope)
-    _pickle_local_modules(Path(work_directory))
+    name_objects(scope)
     try:
         workflow = as_puzzle(value)
     except WorkflowError:
@@ -192,25 +196,3 @@ def _statement_kind(node: ast.stmt) -> str:
         ast.If: "an if statement",
     }
     return kinds.get(type(node), f"a `{type(node).__name__}` statement")
-
-
-def _pickle_local_modules(work_directory: Path) -> None:
-    """Send modules imported from the work directory to workers by value.
-
-    Workers cannot import them (the work directory is not on their path), and
-    a function pickled by reference to a module a worker lacks cannot be run.
-    """
-    root = work_directory.resolve()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().is_relative_to(root):
-            cloudpickle.register_pickle_by_value(module)
-
-
-def _name_objects(scope: dict[str, Any]) -> None:
-    """Name each Val, task and environment after the first variable it is assigned to."""
-    for key, value in scope.items():
-        if key.startswith("__"):
-            continue
-        if isinstance(value, (Val, Task, Environment)):
-            value._assign_name(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,18 @@ from .puzzle import describe
 from .values import Val, check_value
 
 __all__ = ["Cross", "Factor", "LogRange", "Range", "Sampling", "Zip"]
+
+
+def _number(value: Any, label: str) -> int | float:
+    """A finite Python int or float from any real number (numpy's included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise WorkflowError(f"Range {label} must be a number, got {describe(value)}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    if not math.isfinite(value):
+        raise WorkflowError(f"Range {label} must be a finite number, got {value!r}")
+    return value
 
 
 class Range:
@@ -33,9 +46,7 @@ class Range:
     def __init__(
         self, start: float, stop: float, by: float | None = None, *, size: int | None = None
     ) -> None:
-        for label, number in (("start", start), ("stop", stop)):
-            if not isinstance(number, (int, float)) or isinstance(number, bool):
-                raise WorkflowError(f"Range {label} must be a number, got {describe(number)}")
+        start, stop = _number(start, "start"), _number(stop, "stop")
         if by is not None and size is not None:
             raise WorkflowError(
                 "give a Range either by= (a step) or size= (a number of values), not both"
@@ -44,7 +55,7 @@ class Range:
         self._start = Decimal(repr(start))
         self._stop = Decimal(repr(stop))
         if size is not None:
-            if not isinstance(size, int) or size < 1:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise WorkflowError(f"Range size must be a whole number of 1 or more, got {size!r}")
             self._count = size
             self._step = (self._stop - self._start) / (size - 1) if size > 1 else Decimal(0)
@@ -52,8 +63,9 @@ class Range:
         else:
             if by is None:
                 by = 1
-            if not isinstance(by, (int, float)) or isinstance(by, bool) or by == 0:
+            if isinstance(by, bool) or not isinstance(by, numbers.Real) or by == 0:
                 raise WorkflowError(f"Range step (by=) must be a non-zero number, got {by!r}")
+            by = _number(by, "step (by=)")
             self.integral = self.integral and isinstance(by, int)
             self._step = Decimal(repr(by))
             span = (self._stop - self._start) / self._step
@@ -181,12 +193,29 @@ class Cross(Sampling):
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         _check_distinct(self.vals)
-        chain = itertools.chain.from_iterable
-        return (tuple(chain(point)) for point in itertools.product(*self.parts))
+        return _product(self.parts)
 
     def size(self) -> int | None:
         sizes = [p.size() for p in self.parts]
         return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+
+
+def _product(parts: tuple[Sampling, ...]) -> Iterator[tuple[Any, ...]]:
+    """The cross product, walking the inner samplings again for each outer point.
+
+    ``itertools.product`` would first list every factor whole; this holds one
+    point of each factor at a time, whatever their lengths.
+    """
+    if not parts:
+        yield ()
+        return
+    first, rest = parts[0], parts[1:]
+    if not rest:
+        yield from first
+        return
+    for head in first:
+        for tail in _product(rest):
+            yield head + tail
 
 
 class Zip(Sampling):

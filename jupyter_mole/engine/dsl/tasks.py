@@ -251,10 +251,13 @@ class PythonTask(Task):
             exec(self._compiled, namespace)
             return namespace
         if self._compiled is None:
-            params = inspect.signature(self.code).parameters
-            self._compiled = tuple(
-                p.name for p in params.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-            )
+            params = inspect.signature(self.code).parameters.values()
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                self._compiled = ()  # def f(**inputs): every input
+            else:
+                self._compiled = tuple(p.name for p in params if p.kind is not p.VAR_POSITIONAL)
+        if not self._compiled:
+            return self._as_outputs(self.code(**inputs))
         kwargs = {name: inputs[name] for name in self._compiled if name in inputs}
         return self._as_outputs(self.code(**kwargs))
 

@@ -8,6 +8,7 @@ boundary, so that a mistake names the task, the value and both types.
 
 from __future__ import annotations
 
+import collections.abc
 import numbers
 import os
 import types
@@ -30,7 +31,7 @@ def type_label(tp: Any) -> str:
         return "File"
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
-    return repr(tp).replace("typing.", "")
+    return repr(tp).replace("typing.", "").replace("pathlib.Path", "File")
 
 
 _EXACT = frozenset({float, int, str, bool})
@@ -54,28 +55,16 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
             return True, int(value)
         return False, value
     if tp is bool:
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
-            return True, bool(value)
+        if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
+            return True, bool(value)  # numpy's booleans are no bool subclass
         return False, value
     if tp is Path:
         if isinstance(value, (str, os.PathLike)):
             return True, Path(value)
         return False, value
     origin = typing.get_origin(tp)
-    if origin in (list, tuple, typing.Sequence):
-        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            return False, value
-        items = list(value)
-        args = typing.get_args(tp)
-        if args and origin is not tuple:
-            converted = []
-            for item in items:
-                ok, item = _coerce(item, args[0])
-                if not ok:
-                    return False, value
-                converted.append(item)
-            items = converted
-        return True, items if origin is not tuple else tuple(items)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return _coerce_items(value, origin, typing.get_args(tp))
     if origin is dict:
         return isinstance(value, dict), value
     if origin in (typing.Union, types.UnionType):
@@ -87,6 +76,26 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if isinstance(tp, type):
         return isinstance(value, tp), value
     return True, value
+
+
+def _coerce_items(value: Any, origin: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    """``list[T]``, ``Sequence[T]``, ``tuple[T, ...]`` and ``tuple[A, B]``, item by item."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return False, value
+    items = list(value)
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(items) != len(args):
+            return False, value
+        kinds = list(args)
+    else:
+        kinds = [args[0]] * len(items) if args else [Any] * len(items)
+    converted = []
+    for item, kind in zip(items, kinds):
+        ok, item = _coerce(item, kind)
+        if not ok:
+            return False, value
+        converted.append(item)
+    return True, tuple(converted) if origin is tuple else converted
 
 
 def check_value(val: Val, value: Any, where: str) -> Any:
