@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .context import ExecutionContext
@@ -55,6 +56,7 @@ class Engine:
         *,
         execution_id: str | None = None,
         script: str | None = None,
+        on_end: Callable[[Execution], None] | None = None,
     ) -> Execution:
         """Check ``workflow`` and start running it; raises WorkflowError if it cannot run."""
         if self._closed:
@@ -73,6 +75,8 @@ class Engine:
             output=OutputLog(run_directory / "output.txt"),
         )
         execution = Execution(context, workflow, self._runtime, script)
+        if on_end is not None:
+            execution.add_done_callback(on_end)
         self.executions[execution_id] = execution
         execution.start(self._loop)
         return execution

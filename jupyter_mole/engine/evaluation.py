@@ -145,6 +145,17 @@ class Evaluator:
         return size
 
 
+class _Draw:
+    """Points drawn together: their enclosing contexts, the sample order of the first, their rows."""
+
+    __slots__ = ("first", "parents", "rows")
+
+    def __init__(self, parents: list[int], first: int, rows: list[tuple[Any, ...]]) -> None:
+        self.parents = parents
+        self.first = first
+        self.rows = rows
+
+
 class _MethodRun:
     """One method over a batch of enclosing contexts (one context at the top level)."""
 
@@ -162,19 +173,38 @@ class _MethodRun:
         self.drawn = [False] * len(parents.rows)  # every point of the parent has been drawn
         out_names = tuple(a.output.name for a in method.aggregation)
         self.out_names, self.out_keep = _merge(parents.names, out_names)
+        # Rows are only built when something reads them.
+        self.needs_rows = bool(method.hooks or method.aggregation or method.condition is not None)
+        self._parent = -1
+        self._points: Iterator[tuple[Any, ...]] | None = None
+        self._order = 0
 
-    def _points(self) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
-        """(enclosing context, sample order, row) for every point, lazily."""
+    def _draw(self, n: int) -> _Draw:
+        """Up to ``n`` next points, walking the sampling lazily, parent after parent."""
+        parents: list[int] = []
+        rows: list[tuple[Any, ...]] = []
+        first = self._order
         keep = self.parent_keep
-        order = itertools.count()
-        for p, parent in enumerate(self.parents.rows):
-            if p:
-                self._drawn(p - 1)
-            for values in self.method.points():
-                self.pending[p] += 1
-                yield p, next(order), _join(parent, values, keep)
-        if self.parents.rows:
-            self._drawn(len(self.parents.rows) - 1)
+        while len(rows) < n:
+            if self._points is None:
+                if self._parent + 1 >= len(self.parents.rows):
+                    break
+                self._parent += 1
+                self._points = iter(self.method.points())
+            p, want = self._parent, n - len(rows)
+            values = list(itertools.islice(self._points, want))
+            parent = self.parents.rows[p]
+            if not parent and keep is None:
+                rows.extend(values)  # the top level: the points are the rows
+            else:
+                rows.extend(_join(parent, v, keep) for v in values)
+            parents.extend([p] * len(values))
+            self.pending[p] += len(values)
+            if len(values) < want:
+                self._points = None
+                self._drawn(p)
+        self._order += len(rows)
+        return _Draw(parents, first, rows)
 
     def _drawn(self, parent: int) -> None:
         self.drawn[parent] = True
@@ -182,60 +212,66 @@ class _MethodRun:
             self._emit(parent)
 
     async def run(self) -> None:
-        points = self._points()
         in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)
         async with asyncio.TaskGroup() as group:
             while True:
                 await in_flight.acquire()
-                items = list(itertools.islice(points, self.evaluator.next_batch_size(self.method)))
-                if not items:
+                draw = self._draw(self.evaluator.next_batch_size(self.method))
+                if not draw.rows:
                     in_flight.release()
                     break
-                group.create_task(self._batch(items, in_flight))
+                group.create_task(self._batch(draw, in_flight))
                 await asyncio.sleep(0)  # let the batch go out before the next one is drawn
         for parent, drawn in enumerate(self.drawn):
-            if not drawn:  # a sampling with no point at all
+            if not drawn:
                 self._drawn(parent)
 
-    async def _batch(
-        self, items: list[tuple[int, int, tuple[Any, ...]]], slot: asyncio.Semaphore
-    ) -> None:
-        inner = Batch(self.inner_names, [row for _, _, row in items])
+    async def _batch(self, draw: _Draw, slot: asyncio.Semaphore) -> None:
+        inner = Batch(self.inner_names, draw.rows)
 
         def done(indexes: list[int], out: Batch) -> None:
-            self._results([items[i] for i in indexes], inner, indexes, out)
+            self._results(draw, indexes, out)
 
         try:
             await self.evaluator.stream(self.method.evaluation, inner, done)
         finally:
             slot.release()
 
-    def _results(
-        self,
-        items: list[tuple[int, int, tuple[Any, ...]]],
-        inner: Batch,
-        indexes: list[int],
-        out: Batch,
-    ) -> None:
+    def _results(self, draw: _Draw, indexes: list[int], out: Batch) -> None:
+        if self.needs_rows:
+            self._use_rows(draw, indexes, out)
+        pending, parents = self.pending, draw.parents
+        finished = {parents[i] for i in indexes} if len(self.pending) > 1 else {0}
+        if len(pending) == 1:
+            pending[0] -= len(indexes)
+        else:
+            for i in indexes:
+                pending[parents[i]] -= 1
+        for parent in finished:
+            if pending[parent] == 0 and self.drawn[parent]:
+                self._emit(parent)
+
+    def _use_rows(self, draw: _Draw, indexes: list[int], out: Batch) -> None:
+        """Hook the rows, or keep their values for the aggregation."""
         method = self.method
         names, keep = _merge(self.inner_names, out.names)
-        rows = [_join(inner.rows[i], row, keep) for i, row in zip(indexes, out.rows)]
-        finished = [p for p, _, _ in items]
+        inner = draw.rows
+        if keep is None:
+            rows = [inner[i] + row for i, row in zip(indexes, out.rows)]
+        else:
+            rows = [_join(inner[i], row, keep) for i, row in zip(indexes, out.rows)]
         if method.condition is not None:
-            kept = [i for i, row in enumerate(rows) if method.keeps(dict(zip(names, row)))]
-            rows = [rows[i] for i in kept]
-            items = [items[i] for i in kept]
+            kept = [j for j, row in enumerate(rows) if method.keeps(dict(zip(names, row)))]
+            rows = [rows[j] for j in kept]
+            indexes = [indexes[j] for j in kept]
         if not method.aggregation:
             self.evaluator.hook(method, method.hooks, Batch(names, rows))
-        else:
-            columns = [names.index(a.source.name) for a in method.aggregation]
-            for (parent, order, _), row in zip(items, rows):
-                for target, column in zip(self.aggregated[parent], columns):
-                    target.append((order, row[column]))
-        for parent in finished:
-            self.pending[parent] -= 1
-            if self.pending[parent] == 0 and self.drawn[parent]:
-                self._emit(parent)
+            return
+        columns = [names.index(a.source.name) for a in method.aggregation]
+        for i, row in zip(indexes, rows):
+            order = draw.first + i
+            for target, column in zip(self.aggregated[draw.parents[i]], columns):
+                target.append((order, row[column]))
 
     def _emit(self, parent: int) -> None:
         """All points of ``parent`` are done: hand on its context, with the aggregated values."""

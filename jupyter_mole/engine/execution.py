@@ -9,6 +9,7 @@ stops running jobs for real and keeps the files.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 import time
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .environments.runtime import EnvironmentRuntime
 
 __all__ = ["Execution"]
+
+logger = logging.getLogger(__name__)
 
 
 def _first_error(error: BaseException) -> BaseException:
@@ -77,6 +80,7 @@ class Execution:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancel_requested = False
+        self._callbacks: list[Callable[[Execution], None]] = []
 
     # -- reading ----------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -101,6 +105,10 @@ class Execution:
 
     def errors_since_last_read(self, reader: str) -> list[ErrorRecord]:
         return self.context.errors.since_last_read(reader)
+
+    def add_done_callback(self, callback: Callable[[Execution], None]) -> None:
+        """Call ``callback(execution)`` when it ends (before ``wait`` returns), from the engine's loop."""
+        self._callbacks.append(callback)
 
     @property
     def done(self) -> bool:
@@ -168,6 +176,11 @@ class Execution:
             finally:
                 self.context.output.close()
                 shutil.rmtree(self.context.scratch_directory, ignore_errors=True)
+                for callback in self._callbacks:
+                    try:
+                        callback(self)
+                    except Exception:
+                        logger.exception("a callback at the end of execution %s failed", self.id)
                 self._done.set()
 
     def _end(self, state: State, error: str | None = None, stack_trace: str | None = None) -> None:

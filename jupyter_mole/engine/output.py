@@ -10,7 +10,34 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-__all__ = ["OutputLog"]
+__all__ = ["OutputLog", "read_output"]
+
+
+def read_output(
+    path: Path, offset: int = 0, limit: int | None = None, size: int | None = None
+) -> tuple[str, int]:
+    """The text of an output file from byte ``offset`` (at most ``limit`` bytes), and the next offset.
+
+    The returned offset never splits a UTF-8 character, so tailing by offset
+    never garbles text. A missing file reads as empty.
+    """
+    if size is None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "", 0
+    offset = max(0, min(offset, size))
+    end = size if limit is None else min(size, offset + max(0, limit))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(end - offset)
+    cut = len(data)
+    # Back off to a character boundary when the read stopped inside one.
+    while cut > 0 and end < size and (data[cut - 1] & 0xC0) == 0x80:
+        cut -= 1
+    if cut > 0 and end < size and data[cut - 1] >= 0xC0:
+        cut -= 1
+    return data[:cut].decode("utf-8", errors="replace"), offset + cut
 
 
 class OutputLog:
@@ -40,23 +67,8 @@ class OutputLog:
         return self._size
 
     def read(self, offset: int = 0, limit: int | None = None) -> tuple[str, int]:
-        """The text from byte ``offset`` (at most ``limit`` bytes), and the offset after it.
-
-        The returned offset never splits a UTF-8 character, so tailing by offset
-        never garbles text.
-        """
-        offset = max(0, min(offset, self._size))
-        end = self._size if limit is None else min(self._size, offset + max(0, limit))
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            data = f.read(end - offset)
-        cut = len(data)
-        # Back off to a character boundary when the read stopped inside one.
-        while cut > 0 and end < self._size and (data[cut - 1] & 0xC0) == 0x80:
-            cut -= 1
-        if cut > 0 and end < self._size and data[cut - 1] >= 0xC0:
-            cut -= 1
-        return data[:cut].decode("utf-8", errors="replace"), offset + cut
+        """The text from byte ``offset`` (at most ``limit`` bytes), and the offset after it."""
+        return read_output(self.path, offset, limit, self._size)
 
     def close(self) -> None:
         with self._lock:

@@ -152,9 +152,18 @@ class Factor(Sampling):
         self.vals = (val,)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        where = f"the sampling of {self.val.name}"
+        val = self.val
+        if isinstance(self.domain, range) and val.type in (int, object):
+            return zip(self.domain)  # ints already: one-tuples made in C
+        return self._checked()
+
+    def _checked(self) -> Iterator[tuple[Any, ...]]:
+        val = self.val
+        where = f"the sampling of {val.name}"
+        exact = val.type if val.type in (int, float, str, bool) else None
         for value in self.domain:
-            yield (check_value(self.val, value, where),)
+            # The type test inline: a call per value would cost more than the rest of the point.
+            yield (value,) if type(value) is exact else (check_value(val, value, where),)
 
     def size(self) -> int | None:
         return len(self.domain)  # type: ignore[arg-type]

@@ -132,7 +132,9 @@ class Task(Puzzle):
                 value = defaults[name]
             else:
                 raise WorkflowError(f"task {self.name}: input {name} is missing from the context")
-            inputs[name] = check_value(val, value, f"task {self.name}, input")
+            if type(value) is not val.type:  # the exact type needs no check: the usual case
+                value = check_value(val, value, f"task {self.name}, input")
+            inputs[name] = value
         result = self.process(inputs, job)
         outputs: dict[str, Any] = {}
         for name, val in outputs_plan:
@@ -144,7 +146,9 @@ class Task(Puzzle):
                 raise WorkflowError(
                     f"task {self.name} did not produce its output {name} ({type_label(val.type)})"
                 )
-            outputs[name] = check_value(val, value, f"task {self.name}, output")
+            if type(value) is not val.type:
+                value = check_value(val, value, f"task {self.name}, output")
+            outputs[name] = value
         return outputs
 
     def process(self, inputs: dict[str, Any], job: JobContext) -> Mapping[str, Any]:

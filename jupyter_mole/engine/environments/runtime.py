@@ -139,7 +139,10 @@ class EnvironmentRuntime:
         wanted = {v.name for v in task.inputs}
         keep = [i for i, name in enumerate(batch.names) if name in wanted]
         names = tuple(batch.names[i] for i in keep)
-        rows = [tuple(row[i] for i in keep) for row in batch.rows]
+        if len(keep) == len(batch.names):
+            rows = batch.rows  # the common case: the rows hold exactly the task's inputs
+        else:
+            rows = [tuple(row[i] for i in keep) for row in batch.rows]
         sizer = self._sizers.setdefault(id(capsule), ChunkSizer(capsule.grouping))
         counts = self.context.progress.capsule(capsule.name)
         counts.ready += len(rows)

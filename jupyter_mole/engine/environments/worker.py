@@ -156,15 +156,17 @@ def run_chunk(
         with _lock:
             _running[key] = (threading.get_ident(), job)
     outputs = result.outputs
+    printed = result.printed
     deadline = None if budget is None else started + budget
+    perform = task.perform
+    _capture.buffer = buffer = []  # what each job prints, emptied after each job
     try:
         for i, row in enumerate(rows):
             if deadline is not None and i and time.perf_counter() > deadline:
                 break
-            _capture.buffer = buffer = []
             try:
-                out = task.perform(dict(zip(names, row)), job)
-                outputs.append(tuple(out[n] for n in out_names))
+                out = perform(dict(zip(names, row)), job)
+                outputs.append(tuple(map(out.__getitem__, out_names)))
             except JobCancelled:
                 result.cancelled = True
                 break
@@ -175,12 +177,13 @@ def run_chunk(
                 )
                 break
             finally:
-                _capture.buffer = None
                 if buffer:
-                    result.printed[i] = "".join(buffer)
+                    printed[i] = "".join(buffer)
+                    buffer.clear()
     except JobCancelled:
         result.cancelled = True
     finally:
+        _capture.buffer = None
         if key is not None:
             with _lock:
                 _running.pop(key, None)
