@@ -121,7 +121,11 @@ class EnvironmentRuntime:
         connection = await self._connect()
         if self._semaphore is None:
             self._slots = self._slots or connection.slots
-            self._semaphore = asyncio.Semaphore(self._slots)
+            # When the cap is the cluster's own size, Dask enforces it; one more chunk per
+            # slot then waits on the scheduler, so that a worker finishing a chunk starts the
+            # next at once instead of after a round trip to us.
+            queued = self._slots if self._slots >= connection.slots else 0
+            self._semaphore = asyncio.Semaphore(self._slots + queued)
         return connection
 
     def _blob(self, capsule: Capsule) -> bytes:
