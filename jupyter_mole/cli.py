@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_run(subparsers, common)
+    from .server.serve import add_parser as add_serve
+
+    add_serve(subparsers)
     return parser
 
 

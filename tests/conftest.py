@@ -23,3 +23,6 @@ def work(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+pytest_plugins = ["tests.servers"]

@@ -1,0 +1,1 @@
+"""The OpenMOLE-compatible REST server (tornado): routes, auth, TLS, `jupyter-mole serve`."""
