@@ -7,4 +7,11 @@ This module holds entry points only and imports nothing heavy: importing
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_ipython_extension"]
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext jupyter_mole``: the ``%%mole`` and ``%mole`` magics."""
+    from .kernel import load_ipython_extension as load
+
+    load(shell)

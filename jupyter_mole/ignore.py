@@ -46,6 +46,9 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "node_modules/",
     "*.pyc",
     ".DS_Store",
+    # Results downloaded by the magics and the widget (mole-<first 8 of the id>/): sending
+    # them back with the next run would grow every upload with the last results.
+    "/mole-" + "[0-9a-f]" * 8 + "/",
 )
 """gitignore patterns applied before any ``.moleignore`` (which may re-include with ``!``).
 Any folder that holds a ``pyvenv.cfg`` (a virtual environment, whatever its name: ``env``,

@@ -1,0 +1,187 @@
+"""The ipywidgets panel of an execution: state, progress, counters, errors, output, actions.
+
+Every value a person sees is a widget model value, so tests read them the way
+the front end does. Cancel and Remove ask first; downloads land in the
+notebook's folder under a folder named after the execution and never
+overwrite silently.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ..protocol import ExecutionState
+from .view import _counts_table
+
+if TYPE_CHECKING:
+    from .handle import Execution
+
+__all__ = ["WidgetView"]
+
+_COLORS = {"running": "#1976d2", "finished": "#2e7d32", "failed": "#c62828", "cancelled": "#6d6d6d"}
+
+
+def _badge(state: str) -> str:
+    color = _COLORS.get(state, "#6d6d6d")
+    return (
+        f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>"
+        f"{html.escape(state)}</span>"
+    )
+
+
+def _errors_html(errors: list[dict[str, Any]]) -> str:
+    items = []
+    for e in errors:
+        count = int(e.get("count") or 1)
+        times = f" (x{count})" if count > 1 else ""
+        trace = e.get("stack-trace") or e.get("stack_trace") or e.get("stackTrace")
+        summary = (
+            f"<b>{html.escape(str(e.get('level')))}</b> {html.escape(str(e.get('message')))}{times}"
+        )
+        if trace:
+            items.append(
+                f"<details><summary>{summary}</summary><pre>{html.escape(trace)}</pre></details>"
+            )
+        else:
+            items.append(f"<div>{summary}</div>")
+    return "".join(items)
+
+
+class _Confirm:
+    """A button that asks "are you sure?" before acting."""
+
+    def __init__(self, label: str, question: str, action: Any, style: str = "") -> None:
+        self.button = w.Button(description=label, button_style=style)
+        self.yes = w.Button(description="Yes", button_style="danger")
+        self.no = w.Button(description="No")
+        self.question = w.HBox(
+            [w.Label(question), self.yes, self.no], layout=w.Layout(display="none")
+        )
+        self.button.on_click(lambda _: self.ask())
+        self.no.on_click(lambda _: self.close())
+        self.yes.on_click(lambda _: (self.close(), action()))
+
+    def ask(self) -> None:
+        self.question.layout.display = "flex"
+
+    def close(self) -> None:
+        self.question.layout.display = "none"
+
+
+class WidgetView:
+    """The panel; ``update`` and ``finish`` are called by the Follower."""
+
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+        self.follower: Any = None
+        script = html.escape(execution.script or "")
+        self.title = w.HTML(f"<b>{script}</b> <code>{execution.id}</code>")
+        self.state_label = w.HTML(_badge("running"))
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="jobs", bar_style="info")
+        self.progress_text = w.Label("0 / 0")
+        self.counts = w.HTML("")
+        self.errors = w.HTML("")
+        self.output = w.Textarea(
+            value="", disabled=True, layout=w.Layout(width="100%", height="12em")
+        )
+        self.message = w.HTML("")
+        self.cancel = _Confirm("Cancel", "Cancel this execution?", self._cancel, "warning")
+        self.remove = _Confirm(
+            "Remove", "Remove this execution and its files from the server?", self._remove, "danger"
+        )
+        self.download_button = w.Button(description="Download results", icon="download")
+        self.download_button.on_click(lambda _: self.open_downloads())
+        self.files = w.SelectMultiple(options=[], rows=6, description="files")
+        self.destination = w.Text(value=str(execution.default_destination()), description="to")
+        self.fetch = w.Button(description="Download", button_style="primary")
+        self.fetch.on_click(lambda _: self.download())
+        self.downloads = w.VBox(
+            [self.files, self.destination, self.fetch], layout=w.Layout(display="none")
+        )
+        buttons = w.HBox([self.cancel.button, self.download_button, self.remove.button])
+        self.box = w.VBox(
+            [
+                w.HBox([self.title, self.state_label]),
+                w.HBox([self.progress, self.progress_text]),
+                self.counts,
+                self.errors,
+                self.output,
+                buttons,
+                self.cancel.question,
+                self.remove.question,
+                self.downloads,
+                self.message,
+            ]
+        )
+
+    # -- from the follower -------------------------------------------------------------
+    def update(self, state: ExecutionState, tail: str, new_output: str, errors: list[dict]) -> None:
+        self.state_label.value = _badge(state.state)
+        total = max(state.total, 1)
+        self.progress.max = total
+        self.progress.value = min(state.completed, total)
+        self.progress_text.value = f"{state.completed} / {state.total}"
+        self.counts.value = _counts_table(state)
+        self.errors.value = _errors_html(errors)
+        if new_output:
+            self.output.value = tail
+
+    def finish(self, state: ExecutionState) -> None:
+        self.progress.bar_style = {"finished": "success", "failed": "danger"}.get(state.state, "")
+        if state.state == "finished":
+            self.progress.max = max(state.completed, 1)
+            self.progress.value = self.progress.max
+        self.cancel.button.disabled = True
+        if state.error is not None:
+            self.message.value = f"<pre>{html.escape(state.error.message)}</pre>"
+
+    def problem(self, message: str) -> None:
+        self.message.value = f"<i>{html.escape(message)}</i>"
+
+    # -- actions -----------------------------------------------------------------------
+    def _cancel(self) -> None:
+        try:
+            self.execution.cancel()
+            self.message.value = "cancelled"
+            if self.follower is not None:
+                self.follower.step()
+        except Exception as e:
+            self.problem(f"cancel failed: {e}")
+
+    def _remove(self) -> None:
+        try:
+            if self.follower is not None:
+                self.follower.stop()
+            self.execution.remove()
+            self.state_label.value = _badge("removed")
+            self.message.value = "removed from the server"
+            for button in (self.cancel.button, self.remove.button, self.download_button):
+                button.disabled = True
+        except Exception as e:
+            self.problem(f"remove failed: {e}")
+
+    def open_downloads(self) -> None:
+        try:
+            entries = self.execution.client.listing(self.execution.id, "")
+        except Exception as e:
+            self.problem(f"cannot list the work directory: {e}")
+            return
+        self.files.options = ["(the whole work directory)"] + [
+            e.name + ("/" if e.type == "directory" else "") for e in entries
+        ]
+        self.downloads.layout.display = "flex"
+
+    def download(self) -> None:
+        chosen = list(self.files.value) or ["(the whole work directory)"]
+        done = []
+        for name in chosen:
+            path = "" if name.startswith("(") else name.rstrip("/")
+            try:
+                done.append(str(self.execution.download(path, self.destination.value)))
+            except Exception as e:
+                self.problem(f"{name}: {e}")
+                return
+        self.message.value = "downloaded: " + ", ".join(html.escape(d) for d in done)
