@@ -7,7 +7,7 @@ This module holds entry points only and imports nothing heavy: importing
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension"]
+__all__ = ["__version__", "load_ipython_extension"]  # and the Jupyter server extension points
 
 
 def load_ipython_extension(shell: object) -> None:
@@ -15,3 +15,13 @@ def load_ipython_extension(shell: object) -> None:
     from .kernel import load_ipython_extension as load
 
     load(shell)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_mole"}]
+
+
+def _load_jupyter_server_extension(serverapp: object) -> None:
+    from .labserver import load_jupyter_server_extension
+
+    load_jupyter_server_extension(serverapp)

@@ -1,0 +1,257 @@
+"""The proxy API under ``{base_url}mole/api/``: thin handlers over the Backend.
+
+Every handler requires Jupyter's authentication (and its XSRF check for what
+changes state). The browser never sees the backend's password or token.
+Client errors come back as ``{"message"}`` with the backend's status; what a
+backend does not offer (OpenMOLE has no cancel without delete) is said
+plainly with 501.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..client import (
+    ConnectionFailed,
+    DestinationExists,
+    MoleClientError,
+    NotFound,
+    Refused,
+    Unsupported,
+)
+from .backend import Backend
+
+__all__ = ["routes"]
+
+
+class MoleHandler(APIHandler):
+    @property
+    def backend(self) -> Backend:
+        return self.settings["mole_backend"]
+
+    def send(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(obj, default=_jsonable))
+
+    def refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.finish(json.dumps({"message": message}))
+
+    async def guarded(self, coro: Any) -> Any:
+        """Await a backend call; turn its errors into answers. None when an answer was sent."""
+        try:
+            return await coro
+        except Unsupported as e:
+            self.refuse(501, f"the backend does not offer this: {e}")
+        except NotFound as e:
+            self.refuse(404, str(e))
+        except DestinationExists as e:
+            self.refuse(409, str(e))
+        except Refused as e:
+            self.refuse(e.status or 417, str(e))
+        except ConnectionFailed as e:
+            self.refuse(502, f"the backend does not answer: {e}")
+        except MoleClientError as e:
+            self.refuse(502, f"the backend refused: {e}")
+        return None
+
+    def root(self) -> Path:
+        return Path(
+            self.settings.get("server_root_dir") or self.settings["contents_manager"].root_dir
+        ).resolve()
+
+    def inside_root(self, relative: str) -> Path | None:
+        """A path of Jupyter's file tree, or None (and a 403 sent) if it leads outside."""
+        pure = PurePosixPath(relative.strip("/"))
+        root = self.root()
+        target = root.joinpath(*pure.parts).resolve() if pure.parts else root
+        if ".." in pure.parts or not target.is_relative_to(root):
+            self.refuse(403, f"{relative}: the path must stay inside Jupyter's root directory")
+            return None
+        return target
+
+
+def _jsonable(value: Any) -> Any:
+    to_json = getattr(value, "to_json", None)
+    if to_json is not None:
+        return to_json()
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+class ServiceHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        backend = self.backend
+        if backend.client is None:
+            await backend.connect()
+        info = None
+        if backend.client is not None and backend.problem is None:
+            info = await self.guarded(backend.client.service_info())
+            if info is None and self._finished:
+                return
+        connection = backend.connection
+        self.send(
+            {
+                "kind": backend.kind,
+                "url": connection.url if connection else None,
+                "embedded": bool(connection and connection.kind == "embedded"),
+                "problem": backend.problem,
+                "info": info,
+                "poll_interval": backend.config.poll_interval,
+            }
+        )
+
+
+class ExecutionsHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        infos = await self.guarded(self.backend.executions())
+        if infos is not None:
+            self.send(infos)
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        """Start a script of Jupyter's file tree: ``{"path": "folder/model.oms"}``; its folder is sent."""
+        body = self.get_json_body() or {}
+        relative = body.get("path")
+        if not isinstance(relative, str) or not relative.endswith(".oms"):
+            self.refuse(400, 'give the script to run as {"path": "folder/script.oms"}')
+            return
+        script = self.inside_root(relative)
+        if script is None:
+            return
+        if not script.is_file():
+            self.refuse(404, f"there is no script {relative}")
+            return
+        client = await self.backend.ensure()
+        tags = {
+            "notebook": relative,
+            **{str(k): str(v) for k, v in (body.get("tags") or {}).items()},
+        }
+        execution_id = await self.guarded(client.start(script.parent, script.name, tags=tags))
+        if execution_id is not None:
+            self.backend.forget(execution_id)
+            self.send({"id": execution_id}, 201)
+
+
+class StateHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self, execution_id: str) -> None:
+        result = await self.guarded(self.backend.state(execution_id))
+        if result is not None:
+            state, poller = result
+            obj = state.to_json()
+            obj["errors"] = list(poller.errors.values())  # every error, for every view
+            self.send(obj)
+
+
+class DetailsHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self, execution_id: str) -> None:
+        client = await self.backend.ensure()
+        info = await self.guarded(client.info(execution_id))
+        if info is not None:
+            self.send(info)
+
+    @tornado.web.authenticated
+    async def delete(self, execution_id: str) -> None:
+        client = await self.backend.ensure()
+        await self.guarded(client.remove(execution_id))
+        if not self._finished:
+            self.backend.forget(execution_id)
+            self.send({"removed": execution_id})
+
+
+class OutputHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self, execution_id: str) -> None:
+        try:
+            offset = max(0, int(self.get_query_argument("offset", "0")))
+        except ValueError:
+            self.refuse(400, "offset must be a whole number")
+            return
+        client = await self.backend.ensure()
+        result = await self.guarded(client.output(execution_id, offset))
+        if result is not None:
+            self.send({"output": result[0], "offset": result[1]})
+
+
+class ErrorsHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self, execution_id: str) -> None:
+        if self.backend.kind == "jupyter-mole":
+            client = await self.backend.ensure()
+            errors = await self.guarded(client.errors(execution_id))
+            if errors is not None:
+                self.send(errors)
+            return
+        _, poller = await self.backend.state(execution_id)
+        self.send(list(poller.errors.values()))
+
+
+class FilesHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def get(self, execution_id: str) -> None:
+        client = await self.backend.ensure()
+        entries = await self.guarded(
+            client.listing(execution_id, self.get_query_argument("path", ""))
+        )
+        if entries is not None:
+            self.send(entries)
+
+
+class CancelHandler(MoleHandler):
+    @tornado.web.authenticated
+    async def post(self, execution_id: str) -> None:
+        client = await self.backend.ensure()
+        info = await self.guarded(client.cancel(execution_id))
+        if info is not None:
+            self.backend.forget(execution_id)
+            self.send(info)
+
+
+class DownloadHandler(MoleHandler):
+    """Save a file or folder of an execution into Jupyter's file tree (never overwriting silently)."""
+
+    @tornado.web.authenticated
+    async def post(self, execution_id: str) -> None:
+        body = self.get_json_body() or {}
+        path = str(body.get("path", ""))
+        to = str(body.get("to", ""))
+        destination = self.inside_root(to)
+        if destination is None:
+            return
+        name = PurePosixPath(path.strip("/")).name or f"mole-{execution_id[:8]}"
+        target = destination / name
+        client = await self.backend.ensure()
+        written = await self.guarded(
+            client.download(execution_id, path, target, overwrite=bool(body.get("overwrite")))
+        )
+        if written is not None:
+            self.send({"path": str(Path(written).relative_to(self.root()))}, 201)
+
+
+def routes(base_url: str) -> list[tuple[str, type]]:
+    api = url_path_join(base_url, "mole", "api")
+    one = r"/executions/(?P<execution_id>[\w-]+)"
+    return [
+        (url_path_join(api, "service"), ServiceHandler),
+        (url_path_join(api, "executions"), ExecutionsHandler),
+        (api + one, DetailsHandler),
+        (api + one + "/state", StateHandler),
+        (api + one + "/output", OutputHandler),
+        (api + one + "/errors", ErrorsHandler),
+        (api + one + "/files", FilesHandler),
+        (api + one + "/cancel", CancelHandler),
+        (api + one + "/download", DownloadHandler),
+    ]
