@@ -102,7 +102,11 @@ class Backend:
                 await self.client.aclose()
             self.connection = found
             self.client = AsyncMoleClient(
-                found.url, found.password, verify=self._verify(found), fingerprint=found.fingerprint
+                found.url,
+                found.password,
+                verify=self._verify(found),
+                fingerprint=found.fingerprint,
+                api=self.config.api if self.config.url else "auto",
             )
             if found.kind != "embedded":
                 connection.write_connection_file(found)

@@ -54,6 +54,12 @@ class Mole(Configurable):
         help="Verify the server's TLS certificate. Turning it off (for a self-signed server "
         "without a pinned fingerprint) logs a warning at every start.",
     )
+    api = Unicode(
+        "auto",
+        config=True,
+        help="Which API generation to speak to `url`: auto (detect), job (OpenMOLE's /job "
+        "API) or token (OpenMOLE's token API).",
+    )
     state_directory = Unicode(
         None,
         allow_none=True,
@@ -91,6 +97,12 @@ class Mole(Configurable):
                 f"Mole.poll_interval must be between 0.05 and 3600 seconds, got {value}"
             )
         return value
+
+    @validate("api")
+    def _check_api(self, proposal: dict) -> str:
+        if proposal["value"] not in ("auto", "job", "token"):
+            raise TraitError(f"Mole.api must be auto, job or token, got {proposal['value']!r}")
+        return proposal["value"]
 
     @validate("embedded_workers")
     def _check_workers(self, proposal: dict) -> int:
