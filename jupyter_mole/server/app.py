@@ -68,6 +68,7 @@ class ServerOptions:
     max_unpacked: int = archive.DEFAULT_MAX_UNPACK
     max_files: int = archive.DEFAULT_MAX_FILES
     token_duration_ms: int = 86_400_000
+    login_block_seconds: float = 60.0  # first block after repeated wrong passwords
     workers: int | None = None
 
 
@@ -84,7 +85,7 @@ class MoleServer:
             manager=self.manager,
             tokens=TokenStore(duration_ms=options.token_duration_ms),
             password=PasswordCheck(options.password) if options.password is not None else None,
-            limiter=LoginLimiter(),
+            limiter=LoginLimiter(base_block=options.login_block_seconds),
             spool=options.state_directory / "uploads",
             max_upload=options.max_upload,
             service_info=self.service_info(),

@@ -19,7 +19,7 @@ from tornado.ioloop import IOLoop
 
 from ..protocol import Dialect, error_body
 from .auth import bearer_or_query
-from .manager import ExecutionManager, NotFound, Refused, ServiceError
+from .manager import ExecutionManager, FileMissing, NotFound, Refused, ServiceError
 
 __all__ = ["BaseHandler", "ServerState", "stream_chunks"]
 
@@ -54,6 +54,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     dialect = Dialect.CAMEL
     not_found_status = 417  # the token API answers 417 for an unknown execution
+    file_not_found_status = 404  # ... and 404 for a file its work directory does not hold
 
     @property
     def server(self) -> ServerState:
@@ -76,10 +77,18 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(obj))
 
-    def send_error_message(self, status: int, message: str, stack_trace: str | None = None) -> None:
+    def send_error_message(
+        self,
+        status: int,
+        message: str,
+        stack_trace: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self._finished:
             return
         self.clear()
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(error_body(message, stack_trace, self.dialect)))
@@ -93,10 +102,13 @@ class BaseHandler(tornado.web.RequestHandler):
             message = "the server failed to answer this request; its log says why"
         else:
             message = self._reason
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(error_body(message, None, self.dialect)))
 
     def fail(self, error: ServiceError) -> None:
-        if isinstance(error, NotFound):
+        if isinstance(error, FileMissing):
+            status = self.file_not_found_status
+        elif isinstance(error, NotFound):
             status = self.not_found_status
         elif isinstance(error, Refused):
             status = 417

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import shutil
 import threading
+import traceback
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -19,7 +20,7 @@ from .. import archive
 from ..engine import Engine, Execution, MoleError, State, load_script
 from ..engine.output import read_output
 from ..engine.registry import INTERRUPTED, ExecutionRecord, Registry
-from ..engine.state import ErrorRecord
+from ..engine.state import ErrorLog, ErrorRecord
 from ..protocol import (
     CapsuleState,
     DirectoryEntry,
@@ -29,7 +30,7 @@ from ..protocol import (
     ExecutionState,
 )
 
-__all__ = ["ExecutionManager", "Limits", "NotFound", "Refused", "ServiceError"]
+__all__ = ["ExecutionManager", "FileMissing", "Limits", "NotFound", "Refused", "ServiceError"]
 
 WORK = "workDirectory"
 
@@ -45,6 +46,10 @@ class ServiceError(Exception):
 
 class NotFound(ServiceError):
     """No such execution, or no such file in it."""
+
+
+class FileMissing(NotFound):
+    """The execution exists, but not this file or folder of its work directory."""
 
 
 class Refused(ServiceError):
@@ -78,6 +83,9 @@ class ExecutionManager:
         self.registry = Registry(state_directory / "executions")
         self.interrupted = self.registry.mark_interrupted()
         self._live: dict[str, Execution] = {}
+        # The error logs of the executions started by this process, kept after they end so
+        # that every token's "errors since my last query" cursor still gets what it missed.
+        self._logs: dict[str, ErrorLog] = {}
         self._lock = threading.Lock()
         self.shutting_down = False  # executions ending now were interrupted, not cancelled
 
@@ -112,13 +120,19 @@ class ExecutionManager:
                 archive.unpack(
                     upload, work, max_bytes=self.limits.unpacked_bytes, max_files=self.limits.files
                 )
+            except archive.ArchiveTooLarge as e:
+                raise Refused(
+                    f"the workDirectory archive was refused: {e} (This server's caps: "
+                    f"{self.limits.unpacked_bytes} bytes unpacked, {self.limits.files} files; "
+                    f"jupyter-mole serve --max-unpacked, --max-files.)"
+                ) from None
             except archive.ArchiveError as e:
                 raise Refused(f"the workDirectory archive was refused: {e}") from None
             script_path = self._script_path(work, script)
             try:
                 loaded = load_script(script_path, work)
             except MoleError as e:
-                raise Refused(e.message, e.stack_trace) from None
+                raise Refused(*_load_error(e, work)) from None
             record = ExecutionRecord(id=execution_id, script=script, tags=tags)
             self.registry.save(record)
             try:
@@ -133,6 +147,7 @@ class ExecutionManager:
                 self.registry.remove(execution_id)
                 raise Refused(e.message, e.stack_trace) from None
             with self._lock:
+                self._logs[execution_id] = execution.context.errors
                 if not execution.done:
                     self._live[execution_id] = execution
             return execution_id
@@ -145,7 +160,11 @@ class ExecutionManager:
         if relative.is_absolute() or ".." in relative.parts:
             raise Refused(f"the script {script!r} must be a path inside the work directory")
         path = work.joinpath(*relative.parts)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            found = False
+        if not found:
             content = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
             shown = ", ".join(content[:20]) + (
                 f" and {len(content) - 20} more" if len(content) > 20 else ""
@@ -161,10 +180,9 @@ class ExecutionManager:
         record.state = execution.state
         record.started = execution.started
         record.ended = execution.ended
-        record.error = execution.error
         if self.shutting_down and execution.state is State.CANCELLED:
             record.state, execution.error = State.FAILED, INTERRUPTED
-            record.error = INTERRUPTED
+        record.error = _failure(execution)
         record.stack_trace = execution.stack_trace
         record.capsules = snapshot.capsules
         record.environments = snapshot.environments
@@ -193,8 +211,8 @@ class ExecutionManager:
         state = execution.state if execution is not None else record.state
         capsules, environments = _counts(execution, record)
         new_errors: list[ErrorRecord] = []
-        if execution is not None and reader is not None:
-            new_errors = execution.errors_since_last_read(reader)
+        if reader is not None:
+            new_errors = self._error_log(record.id).since_last_read(reader)
         result = ExecutionState(
             state=state.value,
             capsules=[(name, CapsuleState(c.ready, c.running, c.completed)) for name, c in capsules.items()],
@@ -210,12 +228,20 @@ class ExecutionManager:
         result.running = sum(c.running for _, c in result.capsules)
         result.completed = sum(c.completed for _, c in result.capsules)
         if state is State.FAILED:
-            error = execution.error if execution is not None else record.error
+            error = _failure(execution) if execution is not None else record.error
             trace = execution.stack_trace if execution is not None else record.stack_trace
-            task = execution.failed_task if execution is not None else None
-            prefix = f"Mole execution failed when executing capsule: {task}. " if task else ""
-            result.error = ErrorInfo(prefix + (error or "the execution failed"), trace)
+            result.error = ErrorInfo(error or "the execution failed", trace)
         return result
+
+    def _error_log(self, execution_id: str) -> ErrorLog:
+        """The execution's error log; one run before a restart gets it back from disk."""
+        with self._lock:
+            log = self._logs.get(execution_id)
+            if log is None:
+                log = self._logs[execution_id] = ErrorLog()
+                for error in self.registry.load_errors(execution_id):
+                    log.add(error)
+            return log
 
     def info(self, execution_id: str) -> ExecutionInfo:
         execution, record = self._find(execution_id)
@@ -235,7 +261,7 @@ class ExecutionManager:
             ready=sum(c.ready for c in capsules.values()),
             running=sum(c.running for c in capsules.values()),
             completed=sum(c.completed for c in capsules.values()),
-            error=execution.error if live else record.error,
+            error=_failure(execution) if live else record.error,
         )
 
     def ids(self) -> list[str]:
@@ -270,13 +296,16 @@ class ExecutionManager:
         work = (self.registry.folder(record.id) / WORK).resolve()
         relative = PurePosixPath(path.strip("/")) if path else PurePosixPath()
         if relative.is_absolute() or ".." in relative.parts:
-            raise NotFound(f"{path}: the path must stay inside the work directory")
+            raise FileMissing(f"{path}: the path must stay inside the work directory")
         target = work.joinpath(*relative.parts)
-        resolved = target.resolve()
-        if not resolved.is_relative_to(work):
-            raise NotFound(f"{path}: the path leads outside the work directory")
-        if not resolved.exists():
-            raise NotFound("File not found")
+        try:
+            resolved = target.resolve()
+            if not resolved.is_relative_to(work):
+                raise FileMissing(f"{path}: the path leads outside the work directory")
+            if not resolved.exists():
+                raise FileMissing("File not found")
+        except (OSError, ValueError):  # a name too long, a NUL byte: no such file either
+            raise FileMissing("File not found") from None
         return resolved
 
     def listing(
@@ -319,10 +348,38 @@ class ExecutionManager:
             execution.wait(timeout)
         with self._lock:
             self._live.pop(record.id, None)
+            self._logs.pop(record.id, None)
+        self.engine.executions.pop(record.id, None)
         self.registry.remove(record.id)
 
     def close(self) -> None:
         self.registry.close()
+
+
+def _failure(execution: Execution) -> str | None:
+    """Why an execution failed, naming the task as OpenMOLE does ("...capsule: model")."""
+    if execution.error is None or execution.state is not State.FAILED:
+        return execution.error
+    task = execution.failed_task
+    prefix = f"Mole execution failed when executing capsule: {task}. " if task else ""
+    return prefix + execution.error
+
+
+def _load_error(error: MoleError, work: Path) -> tuple[str, str]:
+    """Message and stack trace of a script that did not load, with paths relative to its folder.
+
+    A syntax error carries no trace of its own: its trace is Python's account of the
+    error (file, line, caret), which is what the script's author needs.
+    """
+    trace = error.stack_trace
+    if trace is None:
+        cause = error.__cause__ or error.__context__ or error
+        trace = "".join(traceback.format_exception_only(type(cause), cause))
+    prefixes = {str(work) + "/", str(work.resolve()) + "/"}
+    message = error.message
+    for prefix in prefixes:
+        message, trace = message.replace(prefix, ""), trace.replace(prefix, "")
+    return message, trace
 
 
 def _error_info(record: ErrorRecord) -> ErrorInfo:

@@ -26,6 +26,16 @@ def default_state_directory() -> Path:
     return Path(base) / "jupyter-mole" / "server"
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -62,9 +72,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes of the local Dask cluster (default: one per core)",
     )
     p.add_argument(
-        "--max-upload", type=int, default=archive.DEFAULT_MAX_UPLOAD,
+        "--max-upload", type=_positive, default=archive.DEFAULT_MAX_UPLOAD, metavar="BYTES",
         help="largest upload accepted, in bytes (default 1 GiB)",
     )  # fmt: skip
+    p.add_argument(
+        "--max-unpacked", type=_positive, default=archive.DEFAULT_MAX_UNPACK, metavar="BYTES",
+        help="most bytes an upload may unpack to (default 4 GiB)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-files", type=_positive, default=archive.DEFAULT_MAX_FILES, metavar="N",
+        help=f"most files and folders an upload may hold (default {archive.DEFAULT_MAX_FILES:,})",
+    )  # fmt: skip
+    p.add_argument(
+        "--token-duration-ms", type=_positive, default=86_400_000, help=argparse.SUPPRESS
+    )  # for tests: how long a token lives
+    p.add_argument(
+        "--login-block-seconds", type=float, default=60.0, help=argparse.SUPPRESS
+    )  # for tests: how long repeated wrong passwords block an address at first
     p.add_argument(
         "--url-file", type=Path, help=argparse.SUPPRESS
     )  # for tests and the Jupyter extension
@@ -113,6 +137,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         password=password,
         ssl_context=context,
         max_upload=args.max_upload,
+        max_unpacked=args.max_unpacked,
+        max_files=args.max_files,
+        token_duration_ms=args.token_duration_ms,
+        login_block_seconds=args.login_block_seconds,
         workers=args.workers,
     )
     return asyncio.run(_serve(MoleServer, options, fingerprint, args.url_file))
@@ -136,7 +164,9 @@ async def _serve(
     print(f"executions kept in {options.state_directory}", flush=True)  # type: ignore[attr-defined]
     if server.manager.interrupted:
         print(
-            f"{len(server.manager.interrupted)} execution(s) interrupted by the last stop are marked failed"
+            f"{len(server.manager.interrupted)} execution(s) interrupted by the last stop "
+            "are marked failed",
+            flush=True,
         )
     if url_file is not None:
         tmp = url_file.with_suffix(".tmp")

@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 import tornado.web
+from tornado.ioloop import IOLoop
 
 from .. import archive
-from ..protocol import Token
+from ..protocol import Token, error_body
+from .auth import bearer_or_query
 from .base import BaseHandler
 from .manager import ServiceError
-from .uploads import BadBody, BodyTooLarge, StreamingBody
+from .uploads import BadBody, BodyTooLarge, FieldTooLarge, StreamingBody
 
 __all__ = ["ROUTES", "StreamingStart"]
 
@@ -21,9 +23,11 @@ class TokenHandler(BaseHandler):
         address = self.request.remote_ip or ""
         wait = self.server.limiter.check(address)
         if wait is not None:
-            self.set_header("Retry-After", str(int(wait) + 1))
+            seconds = int(wait) + 1
             self.send_error_message(
-                429, f"too many wrong passwords from {address}: try again in {int(wait) + 1} s"
+                429,
+                f"too many wrong passwords from {address}: try again in {seconds} s",
+                headers={"Retry-After": str(seconds)},
             )
             return
         password = self.param("password")
@@ -44,9 +48,28 @@ class StreamingStart(BaseHandler):
     """Receives an upload as it comes (to disk), then starts the execution."""
 
     body: StreamingBody | None = None
+    # A mistake found in the body (malformed multipart...) is answered once the body is in:
+    # the connection stays usable. An upload that is refused whole (over the cap, a bad
+    # token) is answered at once, without reading it; the connection is then closed, but
+    # only once the body has ended or LINGER seconds have passed, as web servers' "lingering
+    # close" does: closing on a client still sending makes its system reset the connection,
+    # often before the client has read the answer.
+    body_error: tuple[int, str] | None = None
+    answered_early = False
+    LINGER = 2.0
 
     def prepare(self) -> None:
-        self.request.connection.set_max_body_size(self.server.max_upload + 1024 * 1024)
+        cap = self.server.max_upload
+        self.request.connection.set_max_body_size(cap + 1024 * 1024)
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > cap:
+            return self.answer_early(413, BodyTooLarge.message(cap))
+        early = bearer_or_query(
+            self.request.headers.get("Authorization"), self.get_query_argument("token", None), None
+        )
+        password = self.server.password is not None
+        if early is not None and password and not self.server.tokens.check(early):
+            return self.answer_early(401, "This service requires a valid token")
         try:
             self.body = StreamingBody(
                 self.request.headers.get("Content-Type", ""),
@@ -54,17 +77,50 @@ class StreamingStart(BaseHandler):
                 self.server.max_upload,
             )
         except BadBody as e:
-            self.send_error_message(400, str(e))
+            self.body_error = (400, str(e))
+
+    def answer_early(self, status: int, message: str) -> None:
+        """Answer now (``Connection: close``), drop the rest of the body, close after it."""
+        if self._finished or self.answered_early:
+            return
+        self.answered_early = True
+        if self.body is not None:
+            self.body.cleanup()
+        data = json.dumps(error_body(message, None, self.dialect)).encode()
+        self.clear()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Length", str(len(data)))
+        self.set_header("Connection", "close")
+        self.write(data)
+        self.flush()
+        # Read (and drop) what the client still sends, for LINGER seconds at most.
+        self.request.connection.set_max_body_size(1 << 62)
+        IOLoop.current().call_later(self.LINGER, self._end_early)
+
+    def _end_early(self) -> None:
+        if not self._finished:
+            connection = self.request.connection
+            self.finish().add_done_callback(lambda _: connection.close())
 
     def data_received(self, chunk: bytes) -> None:
-        if self.body is None or self._finished:
+        if self.body is None or self.answered_early or self.body_error is not None:
             return
         try:
             self.body.feed(chunk)
+        except FieldTooLarge as e:
+            self._refuse_body(413, str(e))
         except BodyTooLarge as e:
-            self.send_error_message(413, str(e))
+            self.answer_early(413, str(e))
         except BadBody as e:
-            self.send_error_message(400, str(e))
+            self._refuse_body(400, str(e))
+        except OSError as e:
+            self._refuse_body(507, f"the server could not store the upload: {e.strerror or e}")
+
+    def _refuse_body(self, status: int, message: str) -> None:
+        self.body_error = (status, message)
+        if self.body is not None:
+            self.body.cleanup()  # what was spooled goes now; the rest is read and dropped
 
     def on_finish(self) -> None:
         if self.body is not None:
@@ -76,14 +132,22 @@ class StreamingStart(BaseHandler):
 
     def finished_body(self) -> bool:
         """Parse the end of the body; False if an answer (an error) was already sent."""
-        if self._finished or self.body is None:
+        if self.answered_early:
+            self._end_early()
             return False
-        try:
-            self.body.finish()
-        except (BadBody, BodyTooLarge) as e:
-            self.send_error_message(400, str(e))
+        if self._finished:
             return False
-        return True
+        if self.body_error is None and self.body is not None:
+            try:
+                self.body.finish()
+            except BodyTooLarge as e:
+                self._refuse_body(413, str(e))
+            except BadBody as e:
+                self._refuse_body(400, str(e))
+        if self.body_error is not None:
+            self.send_error_message(*self.body_error)
+            return False
+        return self.body is not None
 
     def form(self, name: str) -> str | None:
         assert self.body is not None
@@ -156,8 +220,6 @@ class OutputHandler(BaseHandler):
 
 class DownloadHandler(BaseHandler):
     """A file comes gzip-compressed (the client gunzips); a folder as a tar.gz."""
-
-    not_found_status = 404
 
     async def post(self) -> None:
         if not self.authenticated():

@@ -16,9 +16,10 @@ import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["BadBody", "BodyTooLarge", "StreamingBody"]
+__all__ = ["BadBody", "BodyTooLarge", "FieldTooLarge", "StreamingBody"]
 
 FIELD_LIMIT = 64 * 1024
 
@@ -29,6 +30,18 @@ class BadBody(Exception):
 
 class BodyTooLarge(Exception):
     """The body is larger than the server accepts."""
+
+    @staticmethod
+    def message(max_bytes: int) -> str:
+        return (
+            f"the request body is larger than {max_bytes} bytes, the server's cap; "
+            f"exclude large files from the work directory (.moleignore) or raise the cap "
+            f"(jupyter-mole serve --max-upload)"
+        )
+
+
+class FieldTooLarge(BodyTooLarge):
+    """A text field (or a urlencoded body) is longer than a form field may be."""
 
 
 class StreamingBody:
@@ -73,21 +86,23 @@ class StreamingBody:
     def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
         if self.received > self.max_bytes:
-            raise BodyTooLarge(
-                f"the request body is larger than {self.max_bytes} bytes, the server's cap; "
-                f"exclude large files from the work directory (.moleignore) or raise the cap "
-                f"(jupyter-mole serve --max-upload)"
-            )
+            raise BodyTooLarge(BodyTooLarge.message(self.max_bytes))
         if self._parser is not None:
-            self._parser.write(chunk)
+            try:
+                self._parser.write(chunk)
+            except FormParserError as e:
+                raise BadBody(f"the multipart body is malformed: {e}") from None
         elif self._urlencoded is not None:
             if len(self._urlencoded) + len(chunk) > FIELD_LIMIT:
-                raise BodyTooLarge(f"a form body is limited to {FIELD_LIMIT} bytes")
+                raise FieldTooLarge(f"a form body is limited to {FIELD_LIMIT} bytes")
             self._urlencoded.extend(chunk)
 
     def finish(self) -> None:
         if self._parser is not None:
-            self._parser.finalize()
+            try:
+                self._parser.finalize()
+            except FormParserError as e:
+                raise BadBody(f"the multipart body is malformed: {e}") from None
             if self._file is not None or self._text is not None:
                 raise BadBody("the multipart body ends in the middle of a part")
         elif self._urlencoded is not None:
@@ -131,12 +146,12 @@ class StreamingBody:
             raise BadBody("a multipart part has no name in its Content-Disposition")
         self._name = name.decode("utf-8", errors="replace")
         if b"filename" in options:
-            self.spool.mkdir(parents=True, exist_ok=True)
-            fd, path = tempfile.mkstemp(dir=self.spool, prefix="upload-")
-            self._file = os.fdopen(fd, "wb")
             if self._name in self.files:
                 raise BadBody(f"the file part {self._name} is sent twice")
-            self.files[self._name] = Path(path)
+            self.spool.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=self.spool, prefix="upload-")
+            self.files[self._name] = Path(path)  # registered first: cleanup() removes it
+            self._file = os.fdopen(fd, "wb")
         else:
             self._text = bytearray()
 
@@ -147,7 +162,7 @@ class StreamingBody:
             self._file.write(data[start:end])
         elif self._text is not None:
             if len(self._text) + (end - start) > FIELD_LIMIT:
-                raise BodyTooLarge(
+                raise FieldTooLarge(
                     f"the form field {self._name} is longer than {FIELD_LIMIT} bytes"
                 )
             self._text.extend(data[start:end])

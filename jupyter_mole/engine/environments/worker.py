@@ -44,6 +44,7 @@ START_TOPIC = "jupyter-mole-chunk-start"
 
 _tasks: OrderedDict[bytes, Any] = OrderedDict()
 _running: dict[str, tuple[int, JobContext]] = {}
+_cancelled_early: set[str] = set()
 _lock = threading.Lock()
 _capture = threading.local()
 
@@ -154,6 +155,10 @@ def run_chunk(
     result = ChunkResult(out_names, [], {}, worker=getattr(worker, "address", None))
     if key is not None:
         with _lock:
+            if key in _cancelled_early:  # cancelled before it got here: stop at once
+                _cancelled_early.discard(key)
+                result.cancelled = True
+                return result
             _running[key] = (threading.get_ident(), job)
     outputs = result.outputs
     printed = result.printed
@@ -222,6 +227,12 @@ def cancel_chunk(key: str) -> bool:
     with _lock:
         entry = _running.pop(key, None)
         if entry is None:
+            # Dask may release a chunk that has started executing before run_chunk has
+            # registered it; remember the key so that run_chunk stops as it starts.
+            if key.startswith("mole-"):
+                _cancelled_early.add(key)
+                if len(_cancelled_early) > 10_000:
+                    _cancelled_early.pop()
             return False
         thread_id, job = entry
         job.cancel()
