@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.serve import add_parser as add_serve
 
     add_serve(subparsers)
+    __import__("jupyter_mole.client_cli", fromlist=["*"]).add_parsers(subparsers)
     return parser
 
 
