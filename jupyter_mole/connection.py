@@ -225,6 +225,8 @@ def resolve(explicit: Connection | None = None, env: Mapping[str, str] | None = 
     if from_env is not None:
         return from_env
     recorded = read_connection_file()
-    if recorded is not None and is_alive(recorded):
+    # A configured backend (the Jupyter extension's Mole.url) is used as it is: OpenMOLE has no
+    # /service-info to probe, and an unreachable one must say so, not be replaced silently.
+    if recorded is not None and (recorded.kind != "embedded" or is_alive(recorded)):
         return recorded
     return start_embedded()

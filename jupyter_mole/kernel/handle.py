@@ -8,7 +8,7 @@ or before a kernel restart (``Execution(client, id)``).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import ExecutionState
@@ -91,11 +91,17 @@ class Execution:
                 )
             name = candidates[0]
         local = Path(to) / Path(name).name if to is not None else self.default_destination() / name
+        if not local.is_absolute():
+            local = self.folder / local
         if not local.exists():
             self.client.download(self.id, name, local)
         if name.endswith(".omr"):
-            from .omr import read_omr
+            from .omr import data_file, read_omr
 
+            data = data_file(local)  # the index names a data file beside it: fetch that too
+            if not (local.parent / data).exists():
+                remote = PurePosixPath(name.strip("/")).parent / data
+                self.client.download(self.id, str(remote), local.parent / data)
             return read_omr(local)
         return pandas.read_csv(local)
 

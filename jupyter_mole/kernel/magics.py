@@ -9,6 +9,7 @@ queued cells stop. Line magics print for a person, not raw JSON.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shlex
 import sys
@@ -27,6 +28,52 @@ from .handle import Execution
 from .view import Follower, show
 
 __all__ = ["MoleMagics"]
+
+PROGRESS_THRESHOLD = 50 * 1024 * 1024
+"""Packing and sending print their progress for folders larger than this (bytes)."""
+
+_KINDS = {
+    "jupyter-mole": "jupyter-mole (ours)",
+    "openmole-job": "OpenMOLE (/job API)",
+    "openmole-token": "OpenMOLE (token API)",
+}
+_ABOUT_AN_EXECUTION = ("state", "output", "download", "cancel", "remove")
+_SOURCES = {
+    "connect": "%mole connect",
+    "environment": "MOLE_URL",
+    "connection file": "the connection file",
+    "started": "started by this kernel",
+}
+
+
+def _max_upload() -> int:
+    """The packing size cap: ``MOLE_MAX_UPLOAD`` (bytes, or with a K, M or G suffix)."""
+    text = os.environ.get("MOLE_MAX_UPLOAD", "").strip()
+    if not text:
+        return archive.DEFAULT_MAX_UPLOAD
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, scale = text.lower().rstrip("ib"), 1
+    if number and number[-1] in units:
+        number, scale = number[:-1], units[number[-1]]
+    try:
+        value = int(float(number) * scale)
+    except ValueError:
+        raise ValueError(
+            f"MOLE_MAX_UPLOAD={text!r}: give a size in bytes, or with a K, M or G suffix"
+        ) from None
+    if value <= 0:
+        raise ValueError(f"MOLE_MAX_UPLOAD={text!r}: the size cap must be positive")
+    return value
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tags(items: list[str] | None) -> dict[str, str]:
@@ -59,17 +106,26 @@ class MoleMagics(Magics):
     # -- the server ----------------------------------------------------------------------
     def client(self) -> Any:
         """The client of the server in use, found (or started) on first use."""
+        if (
+            self._client is not None
+            and self.connection is not None
+            and self.connection.pid is not None
+            and not _pid_alive(self.connection.pid)
+        ):  # the embedded server we used has gone: find (or start) the current one
+            self._client.close()
+            self._client = None
+            self.connection = None
         if self._client is None:
             from ..client import MoleClient
 
             found = connection.resolve(self.connection)
-            self._client = MoleClient(
+            client = MoleClient(
                 found.url,
                 password=found.password,
                 fingerprint=found.fingerprint,
                 verify=found.ca_file or True,
             )
-            self.connection = found
+            self._client, self.connection = client, found
         return self._client
 
     # -- the magic ---------------------------------------------------------------------
@@ -84,10 +140,13 @@ class MoleMagics(Magics):
         Line: ``%mole list | status | connect URL | state ID | output ID | download ID [PATH] [--to DIR]
         | cancel ID | remove ID``.
         """
+        if line.strip() in ("-h", "--help", "help"):
+            print(self.mole.__doc__)
+            return None
         if cell is not None:
             with _reported("%%mole"):
                 return self.run_cell(line, cell)
-            return None
+            return None  # not reached: _reported raises
         words = shlex.split(line)
         if not words:
             print(self.mole.__doc__)
@@ -95,36 +154,42 @@ class MoleMagics(Magics):
         command, rest = words[0], " ".join(shlex.quote(w) for w in words[1:])
         handler = getattr(self, f"line_{command}", None)
         if handler is None:
-            print(f"%mole {command}: unknown command; try %mole list, status, connect, state, "
-                  f"output, download, cancel or remove")  # fmt: skip
-            return None
-        with _reported(f"%mole {command}"):
+            raise UsageError(
+                f"%mole {command}: unknown command; try %mole list, status, connect, state, "
+                "output, download, cancel or remove"
+            )
+        about = words[1] if command in _ABOUT_AN_EXECUTION and len(words) > 1 else None
+        with _reported(f"%mole {command}", about):
             return handler(rest)
-        return None
+        return None  # not reached: _reported raises
 
-    @magic_arguments()
+    @magic_arguments(name="%mole")
     @argument("script", help="the script file to write the cell to, in the notebook's folder")
     @argument("--no-wait", action="store_true", help="return at once; the view keeps updating")
     @argument("-o", "--output", metavar="NAME", help="store the execution handle in this variable")
     @argument(
-        "--timeout", type=float, help="stop waiting after this many seconds (the run goes on)"
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="stop waiting after this many seconds (the run goes on)",
     )
     @argument("--download", nargs="+", default=[], metavar="PATH", help="fetch these when finished")
     @argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag the execution")
     def run_cell(self, line: str, cell: str) -> Execution | None:
         """``%%mole script.oms``: write, send, run, watch."""
         args = parse_argstring(self.run_cell, line)
-        folder = Path.cwd()
-        script = folder / args.script
-        try:
-            script.relative_to(folder)
-        except ValueError:
-            print(f"{args.script}: the script must be inside the notebook's folder ({folder})")
-            return None
+        folder = Path.cwd().resolve()
+        script = (folder / args.script).resolve()
+        if not script.is_relative_to(folder) or script == folder:
+            raise ValueError(
+                f"{args.script}: the script must be a file inside the notebook's folder ({folder})"
+            )
         tags = _tags(args.tag)
         notebook = _notebook_path(self.shell.user_ns)
         if notebook:
             tags.setdefault("notebook", notebook)
+        max_upload = _max_upload()
+        script.parent.mkdir(parents=True, exist_ok=True)
         tmp = script.with_name(f".{script.name}.tmp")
         tmp.write_text(cell)
         tmp.replace(script)
@@ -132,17 +197,23 @@ class MoleMagics(Magics):
         with tempfile.TemporaryDirectory(prefix="mole-upload-") as scratch:
             upload = Path(scratch) / "workDirectory.tgz"
             try:
-                archive.pack(folder, upload, progress=_Progress("packing").update)
+                archive.pack(
+                    folder, upload, max_bytes=max_upload, progress=_Progress("packing").update
+                )
             except archive.ArchiveTooLarge as e:
-                print(e)
-                return None
+                raise archive.ArchiveTooLarge(
+                    f"{e}\n(or raise the cap: MOLE_MAX_UPLOAD=2G, in the environment)",
+                    total=e.total,
+                    limit=e.limit,
+                    largest=e.largest,
+                ) from None
             execution_id = client.start(
                 upload,
                 str(script.relative_to(folder)),
                 tags=tags,
                 progress=_Progress("sending").update,
             )
-        execution = Execution(client, execution_id, args.script, folder)
+        execution = Execution(client, execution_id, str(script.relative_to(folder)), folder)
         if args.output:
             self.shell.user_ns[args.output] = execution
         view = show(execution, background=args.no_wait)
@@ -172,12 +243,13 @@ class MoleMagics(Magics):
                     return
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            print(f"interrupted: cancelling {execution.id}")
+            print(f"interrupted: cancelling {execution.id}", file=sys.stderr)
             try:
                 execution.cancel()
                 follower.step()
-            finally:
-                raise
+            except Exception as e:  # say so, and still raise: queued cells must stop
+                print(f"could not cancel {execution.id}: {e}", file=sys.stderr)
+            raise
 
     # -- line commands -------------------------------------------------------------------
     def line_list(self, rest: str) -> None:
@@ -204,42 +276,58 @@ class MoleMagics(Magics):
     def line_status(self, rest: str) -> None:
         client = self.client()
         info = client.service_info()
-        assert self.connection is not None
-        print(f"connected to {client.kind} at {self.connection.url} ({self.connection.source})")
-        print(f"version {info.version}; API: {', '.join(info.generations)}; engine: {info.engine}")
+        found = self.connection
+        assert found is not None
+        kind = _KINDS.get(client.kind, client.kind)
+        how = _SOURCES.get(found.source, found.source)
+        if found.kind == "embedded":
+            how = f"embedded server (pid {found.pid}), {how}"
+        print(f"connected to {kind} at {found.url} ({how})")
+        version = f"version {info.version}; " if info.version else ""
+        print(f"{version}API generation: {', '.join(info.generations)}; engine: {info.engine}")
 
-    @magic_arguments()
+    @magic_arguments(name="mole connect")
     @argument("url", help="the server's address, e.g. https://host:8443")
     @argument("--password-file", help="a file whose first line is the password")
     @argument("--fingerprint", help="the server certificate's SHA-256 fingerprint, to pin it")
     def line_connect(self, rest: str) -> None:
         """``%mole connect URL [--password-file F] [--fingerprint FP]``"""
+        from ..client import MoleClient
+        from ..client.base import read_password_file
+
         args = parse_argstring(self.line_connect, rest)
-        password = None
-        if args.password_file:
-            password = Path(args.password_file).read_text().splitlines()[0].strip()
-        self.connection = connection.Connection(
+        password = read_password_file(args.password_file) if args.password_file else None
+        wanted = connection.Connection(
             args.url.rstrip("/"), password, args.fingerprint, source="connect"
         )
-        self._client = None
+        client = MoleClient(wanted.url, password=password, fingerprint=wanted.fingerprint)
+        try:
+            client.list()  # an authenticated call: a wrong password says so now, not later
+        except BaseException:
+            client.close()
+            raise
+        if self._client is not None:
+            self._client.close()
+        self._client, self.connection = client, wanted
         self.line_status("")
 
     def _execution(self, execution_id: str) -> Execution:
         return Execution(self.client(), execution_id, folder=Path.cwd())
 
     def line_state(self, rest: str) -> None:
-        state = self._execution(rest.strip()).state()
         from .view import TextView
 
-        print(TextView(self._execution(rest.strip())).progress_line(state))
+        execution = self._execution(rest.strip())
+        state = execution.state()
+        print(TextView(execution).progress_line(state))
         if state.error is not None:
             print(state.error.message)
 
     def line_output(self, rest: str) -> None:
         print(self._execution(rest.strip()).output(), end="")
 
-    @magic_arguments()
-    @argument("id")
+    @magic_arguments(name="mole download")
+    @argument("id", help="the execution")
     @argument(
         "path", nargs="?", default="", help="a file or folder of the work directory (default all)"
     )
@@ -259,13 +347,27 @@ class MoleMagics(Magics):
         print(f"removed {rest.strip()}")
 
 
+# ``%mole?`` (and ``%mole -h``) show the options of every form, as magic_arguments wrote them.
+MoleMagics.mole.__doc__ = "\n".join(
+    [
+        inspect.cleandoc(MoleMagics.mole.__doc__ or ""),
+        f"\nThe cell magic's options{MoleMagics.run_cell.__doc__}",
+        f"``%mole connect``{MoleMagics.line_connect.__doc__}",
+        f"``%mole download``{MoleMagics.line_download.__doc__}",
+    ]
+)
+
+
 @contextlib.contextmanager
-def _reported(what: str) -> Iterator[None]:
-    """What the user got wrong (or the server refused) prints as a message, not a traceback."""
-    from ..client import MoleClientError
+def _reported(what: str, execution_id: str | None = None) -> Iterator[None]:
+    """What the user got wrong (or the server refused) fails the cell with one line, no traceback."""
+    from ..client import MoleClientError, NotFound
 
     try:
         yield
+    except NotFound as e:
+        about = f"execution {execution_id}: " if execution_id else ""
+        raise UsageError(f"{what}: {about}{e}") from None
     except (
         MoleClientError,
         archive.ArchiveError,
@@ -273,26 +375,35 @@ def _reported(what: str) -> Iterator[None]:
         ValueError,
         OSError,
     ) as e:
-        print(f"{what}: {e}", file=sys.stderr)
+        # A UsageError shows as one line, without a traceback, and still fails the cell,
+        # so that a notebook's queued cells stop.
+        raise UsageError(f"{what}: {e}") from None
     except UsageError as e:
-        print(f"{what}: {e}", file=sys.stderr)
+        if str(e).startswith(what):
+            raise
+        raise UsageError(f"{what}: {e}") from None
 
 
 class _Progress:
     """Upload and packing progress, printed once a large transfer is under way."""
 
-    def __init__(self, what: str, threshold: int = 50 * 1024 * 1024) -> None:
+    def __init__(self, what: str, threshold: int | None = None) -> None:
         self.what = what
-        self.threshold = threshold
+        self.threshold = PROGRESS_THRESHOLD if threshold is None else threshold
         self.last = 0.0
+        self.ended = False
 
     def update(self, done: int, total: int) -> None:
-        if total < self.threshold:
+        if total < self.threshold or self.ended:
             return
         now = time.monotonic()
         if now - self.last >= 1 or done >= total:
             self.last = now
+            self.ended = done >= total
+            percent = 100 * done // total if total else 100
             print(
-                f"\r{self.what}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB",
+                f"\r{self.what}: {archive.format_size(done)} / {archive.format_size(total)} "
+                f"({percent}%)",
                 end="" if done < total else "\n",
+                flush=True,
             )

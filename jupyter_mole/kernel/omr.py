@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["read_omr"]
+__all__ = ["data_file", "read_omr"]
 
 
 def _text(path: Path) -> str:
@@ -25,6 +25,17 @@ def _text(path: Path) -> str:
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     return data.decode("utf-8")
+
+
+def data_file(path: Path) -> str:
+    """The data file an index names (relative to the index's folder, ``/``-separated)."""
+    try:
+        name = json.loads(_text(path))["data-file"][-1]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{path.name} is not an OpenMOLE .omr result we can read ({e})") from None
+    if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
+        raise ValueError(f"{path.name}: its data file {name!r} is not inside its folder")
+    return name
 
 
 def read_omr(path: Path, section: int = 0) -> pandas.DataFrame:

@@ -116,12 +116,17 @@ class Follower:
 
     async def run(self, poll: float = 1.0) -> None:
         """Poll from the event loop until the execution ends; back off while the server fails."""
+        from ..client import NotFound
+
         delay = poll
         while True:
             try:
                 # A short local request: cheaper than a thread, and safe for widget updates.
                 done = self.step()
                 delay = poll
+            except NotFound:  # removed (from another view, or another notebook): stop here
+                self.view.problem(f"execution {self.execution.id} is no longer on the server")
+                return
             except Exception as e:  # the server is away: say so and retry later
                 self.view.problem(f"cannot reach the server: {e}")
                 done = False
@@ -178,8 +183,9 @@ class TextView:
             f"{e.name}: {e.submitted} submitted {e.running} running {e.done} done {e.failed} failed"
             for e in state.environments
         )
+        details = "; ".join(part for part in (tasks, envs) if part)
         return f"{state.state}: {state.completed}/{state.total} jobs" + (
-            f" ({tasks}; {envs})" if tasks or envs else ""
+            f" ({details})" if details else ""
         )
 
     def finish(self, state: ExecutionState) -> None:

@@ -3,7 +3,7 @@
 One client per Jupyter server, and one poller per execution: the state of an
 execution is asked of the backend at most once per poll interval, however
 many tabs and widgets ask us, and its environment errors accumulate here so
-that every view sees all of them.
+that every view sees all of them. The list is cached the same way.
 """
 
 from __future__ import annotations
@@ -12,15 +12,22 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import connection
-from ..client import AsyncMoleClient
+from ..client import MOLE, AsyncMoleClient, ConnectionFailed, MoleClientError, NotFound
 from ..protocol import ErrorInfo, ExecutionState
 from .config import Mole
 
-__all__ = ["Backend", "ExecutionPoller"]
+__all__ = ["Backend", "BackendUnavailable", "ExecutionPoller"]
+
+T = TypeVar("T")
+
+
+class BackendUnavailable(Exception):
+    """There is no backend to ask: the embedded server cannot start, or the configuration is unusable."""
 
 
 @dataclasses.dataclass
@@ -37,7 +44,7 @@ class ExecutionPoller:
             key = (str(e.level), e.message)
             known = self.errors.setdefault(
                 key,
-                {"message": e.message, "level": e.level, "stack-trace": e.stack_trace, "count": 0},
+                {"message": e.message, "level": e.level, "stackTrace": e.stack_trace, "count": 0},
             )
             known["count"] += 1
 
@@ -50,20 +57,38 @@ class Backend:
         self.log = log
         self.connection: connection.Connection | None = None
         self.client: AsyncMoleClient | None = None
-        self.kind: str | None = None
         self.problem: str | None = None
         self.pollers: dict[str, ExecutionPoller] = {}
         self.queries = 0  # backend state queries made (what the poll interval bounds)
+        self.list_queries = 0  # backend list queries made (bounded the same way)
         self._list_cache: tuple[float, list[Any]] | None = None
+        self._list_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
+
+    @property
+    def kind(self) -> str | None:
+        """What the backend is (``jupyter-mole``, ``openmole-job``, ``openmole-token``), once known."""
+        return self.client.kind if self.client is not None else None
+
+    @property
+    def embedded(self) -> bool:
+        return self.connection is not None and self.connection.kind == "embedded"
 
     # -- lifecycle ---------------------------------------------------------------------
     def _configured(self) -> connection.Connection:
         password = self.config.password
         if self.config.password_file:
-            password = (
-                Path(self.config.password_file).expanduser().read_text().splitlines()[0].strip()
-            )
+            path = Path(self.config.password_file).expanduser()
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as e:
+                raise BackendUnavailable(
+                    f"Mole.password_file: cannot read {path}: {e.strerror}"
+                ) from None
+            password = lines[0].strip() if lines else ""
+            if not password:
+                raise BackendUnavailable(f"Mole.password_file: {path} holds no password")
+        assert self.config.url is not None
         return connection.Connection(
             self.config.url,
             password,
@@ -76,17 +101,29 @@ class Backend:
         if found.ca_file:
             return found.ca_file
         if not self.config.verify_tls and found.kind != "embedded":
-            self.log.warning(
-                "jupyter-mole: TLS verification of %s is off (Mole.verify_tls = False): anyone "
-                "on the path could read the password; pin its certificate with Mole.fingerprint",
-                found.url,
-            )
+            if not found.fingerprint and found.url.startswith("https"):
+                self.log.warning(
+                    "jupyter-mole: TLS verification of %s is off (Mole.verify_tls = False): "
+                    "anyone on the path could read the password; pin its certificate with "
+                    "Mole.fingerprint",
+                    found.url,
+                )
             return False
         return True
 
-    async def connect(self) -> None:
-        """Find or start the backend; an unreachable remote backend is reported, not fatal."""
+    async def connect(self, force: bool = False) -> None:
+        """Find or start the backend (once; again with ``force``).
+
+        An unreachable remote backend, or an embedded server that cannot start,
+        is reported (``problem``, and the log), not fatal.
+        """
         async with self._lock:
+            if self.client is not None and not force:
+                return
+            await self._connect()
+
+    async def _connect(self) -> None:
+        try:
             if self.config.url:
                 found = self._configured()
             else:
@@ -98,41 +135,80 @@ class Backend:
                 found = await asyncio.to_thread(
                     connection.start_embedded, state, None, 60, self.config.embedded_workers or None
                 )
-            if self.client is not None:
-                await self.client.aclose()
-            self.connection = found
-            self.client = AsyncMoleClient(
-                found.url,
-                found.password,
-                verify=self._verify(found),
-                fingerprint=found.fingerprint,
-                api=self.config.api if self.config.url else "auto",
-            )
-            if found.kind != "embedded":
-                connection.write_connection_file(found)
-            try:
-                self.kind = await self.client.detect()
-                info = await self.client.service_info()
-                self.problem = None
-                self.log.info(
-                    "jupyter-mole: backend %s at %s (%s, API %s)",
-                    self.kind, found.url, info.version, ", ".join(info.generations),
-                )  # fmt: skip
-            except Exception as e:
-                self.problem = f"the backend at {found.url} does not answer: {e}"
-                self.log.warning("jupyter-mole: %s", self.problem)
+        except (BackendUnavailable, connection.NoServerError, OSError) as e:
+            self.problem = str(e)
+            self.log.error("jupyter-mole: %s", self.problem)
+            return
+        old, self.connection = self.client, found
+        self.client = AsyncMoleClient(
+            found.url,
+            found.password,
+            verify=self._verify(found),
+            fingerprint=found.fingerprint,
+            api=self.config.api if self.config.url else "auto",
+        )
+        for poller in self.pollers.values():  # ask the new server; keep the errors seen
+            poller.state, poller.fetched = None, 0.0
+        self._list_cache = None
+        if old is not None:
+            await old.aclose()
+        if found.kind != "embedded":
+            connection.write_connection_file(found)
+        await self._check()
+
+    async def _check(self) -> None:
+        """Ask the backend what it is; log it, or record why it does not answer."""
+        assert self.client is not None and self.connection is not None
+        try:
+            kind = await self.client.detect()
+            info = await self.client.service_info()
+        except MoleClientError as e:
+            self.problem = f"the backend at {self.connection.url} does not answer: {e}"
+            self.log.warning("jupyter-mole: %s", self.problem)
+            return
+        self.problem = None
+        self.log.info(
+            "jupyter-mole: backend %s at %s (%s, API %s)%s",
+            kind, self.connection.url, info.version or "version unknown",
+            ", ".join(info.generations), " (embedded)" if self.embedded else "",
+        )  # fmt: skip
+
+    async def recheck(self) -> None:
+        """After a problem: try again (the remote backend may be up now)."""
+        async with self._lock:
+            if self.client is None:
+                await self._connect()
+            elif self.problem is not None:
+                await self._check()
 
     async def ensure(self) -> AsyncMoleClient:
-        """The client, restarting the embedded server if it has died."""
+        """The client, (re)starting the embedded server if it is not running."""
         if self.client is None:
             await self.connect()
-        elif self.connection is not None and self.connection.kind == "embedded":
-            alive = await asyncio.to_thread(connection.is_alive, self.connection, 2.0)
-            if not alive:
-                self.log.warning("jupyter-mole: the embedded server died; starting it again")
-                await self.connect()
-        assert self.client is not None
+        elif self.embedded and not _process_alive(self.connection):
+            await self.restart(self.client)
+        if self.client is None:
+            raise BackendUnavailable(self.problem or "no backend")
         return self.client
+
+    async def restart(self, failed: AsyncMoleClient) -> None:
+        """Start the embedded server again, unless another call already did."""
+        async with self._lock:
+            if self.client is not failed:
+                return
+            self.log.warning("jupyter-mole: the embedded server has died; starting it again")
+            await self._connect()
+
+    async def call(self, op: Callable[[AsyncMoleClient], Awaitable[T]]) -> T:
+        """``op(client)``; if the embedded server no longer answers, it is restarted and asked again."""
+        client = await self.ensure()
+        try:
+            return await op(client)
+        except ConnectionFailed as e:
+            if not self.embedded or e.reason != "unreachable":
+                raise
+        await self.restart(client)
+        return await op(await self.ensure())
 
     async def close(self) -> None:
         if self.client is not None:
@@ -147,10 +223,14 @@ class Backend:
         poller = self.poller(execution_id)
         async with poller.lock:
             fresh = time.monotonic() - poller.fetched < self.config.poll_interval
-            if poller.state is None or not (fresh or (poller.state.done and poller.fetched)):
-                client = await self.ensure()
+            if poller.state is None or not (fresh or poller.state.done):
                 self.queries += 1
-                state = await client.state(execution_id)
+                try:
+                    state = await self.call(lambda c: c.state(execution_id))
+                except NotFound:
+                    if self.pollers.get(execution_id) is poller:
+                        del self.pollers[execution_id]
+                    raise
                 for env in state.environments:
                     poller.add_errors(env.errors)
                 poller.state, poller.fetched = state, time.monotonic()
@@ -159,17 +239,52 @@ class Backend:
 
     async def executions(self) -> list[Any]:
         """The detailed list, asked of the backend at most once per poll interval."""
-        cached = self._list_cache
-        if cached is not None and time.monotonic() - cached[0] < self.config.poll_interval:
-            return cached[1]
-        client = await self.ensure()
-        if self.kind == "jupyter-mole":
-            infos = list(await client.list(details=True))
-        else:  # OpenMOLE lists ids only: details come from each state (cached per execution)
-            infos = [{"id": i} for i in await client.list()]
-        self._list_cache = (time.monotonic(), infos)
+        async with self._list_lock:
+            cached = self._list_cache
+            if cached is not None and time.monotonic() - cached[0] < self.config.poll_interval:
+                return cached[1]
+            self.list_queries += 1
+            infos = await self.call(self._list)
+            self._list_cache = (time.monotonic(), infos)
+            return infos
+
+    async def _list(self, client: AsyncMoleClient) -> list[Any]:
+        kind = await client.detect()
+        if kind == MOLE:
+            return list(await client.list(details=True))
+        # OpenMOLE lists ids only: say so, and add what we know (the cached states) for free
+        lacking = (
+            f"the backend ({kind}) does not offer execution details (script, times, counts, "
+            "tags): OpenMOLE lists ids only"
+        )
+        infos: list[Any] = []
+        for i in await client.list():
+            item: dict[str, Any] = {"id": i, "unsupported": lacking}
+            known = self.pollers.get(i)
+            if known is not None and known.state is not None:
+                item.update(
+                    state=known.state.state,
+                    ready=known.state.ready,
+                    running=known.state.running,
+                    completed=known.state.completed,
+                )
+            infos.append(item)
         return infos
 
     def forget(self, execution_id: str) -> None:
         self.pollers.pop(execution_id, None)
         self._list_cache = None
+
+
+def _process_alive(found: connection.Connection | None) -> bool:
+    """Whether the embedded server's process runs (a killed child is a zombie until reaped)."""
+    if found is None or found.pid is None:
+        return True
+    import psutil
+
+    try:
+        return psutil.Process(found.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True

@@ -110,6 +110,19 @@ class Mole(Configurable):
             raise TraitError(f"Mole.embedded_workers must be 0 or more, got {proposal['value']}")
         return proposal["value"]
 
+    @validate("fingerprint")
+    def _check_fingerprint(self, proposal: dict) -> str | None:
+        value = proposal["value"]
+        if not value:
+            return None
+        from ..client.tls import normalize_fingerprint
+
+        try:
+            normalize_fingerprint(value)
+        except ValueError as e:
+            raise TraitError(f"Mole.fingerprint: {e}") from None
+        return value
+
     @validate("password_file", "ca_file")
     def _check_file(self, proposal: dict) -> str | None:
         value = proposal["value"]

@@ -17,7 +17,9 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from ..archive import ArchiveError, ArchiveTooLarge
 from ..client import (
+    MOLE,
     ConnectionFailed,
     DestinationExists,
     MoleClientError,
@@ -25,7 +27,7 @@ from ..client import (
     Refused,
     Unsupported,
 )
-from .backend import Backend
+from .backend import Backend, BackendUnavailable
 
 __all__ = ["routes"]
 
@@ -39,9 +41,12 @@ class MoleHandler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps(obj, default=_jsonable))
 
-    def refuse(self, status: int, message: str) -> None:
+    def refuse(self, status: int, message: str, stack_trace: str | None = None) -> None:
         self.set_status(status)
-        self.finish(json.dumps({"message": message}))
+        body = {"message": message}
+        if stack_trace:
+            body["stackTrace"] = stack_trace
+        self.finish(json.dumps(body))
 
     async def guarded(self, coro: Any) -> Any:
         """Await a backend call; turn its errors into answers. None when an answer was sent."""
@@ -54,12 +59,30 @@ class MoleHandler(APIHandler):
         except DestinationExists as e:
             self.refuse(409, str(e))
         except Refused as e:
-            self.refuse(e.status or 417, str(e))
+            self.refuse(e.status or 417, str(e), e.stack_trace)
         except ConnectionFailed as e:
             self.refuse(502, f"the backend does not answer: {e}")
         except MoleClientError as e:
             self.refuse(502, f"the backend refused: {e}")
+        except BackendUnavailable as e:
+            self.refuse(503, f"no backend: {e}")
+        except ArchiveError as e:
+            self.refuse(413 if isinstance(e, ArchiveTooLarge) else 400, str(e))
+        except FileNotFoundError as e:
+            self.refuse(404, str(e))
+        except (ValueError, NotADirectoryError, IsADirectoryError) as e:
+            self.refuse(400, str(e))
         return None
+
+    def body(self) -> dict[str, Any] | None:
+        """The JSON object sent, or None (and a 400 sent)."""
+        body = self.get_json_body()
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            self.refuse(400, "the body must be a JSON object")
+            return None
+        return body
 
     def root(self) -> Path:
         return Path(
@@ -88,15 +111,29 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _logged(error: Any) -> dict[str, Any]:
+    """An entry of the whole error log, spelled as the state's accumulated errors are."""
+    return {
+        "message": error.message,
+        "level": error.level,
+        "environment": error.environment,
+        "stackTrace": error.stack_trace,
+        "time": error.time,
+        "count": error.count,
+    }
+
+
 class ServiceHandler(MoleHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         backend = self.backend
         if backend.client is None:
             await backend.connect()
+        if backend.problem is not None:
+            await backend.recheck()  # it may answer now
         info = None
         if backend.client is not None and backend.problem is None:
-            info = await self.guarded(backend.client.service_info())
+            info = await self.guarded(backend.call(lambda c: c.service_info()))
             if info is None and self._finished:
                 return
         connection = backend.connection
@@ -104,10 +141,11 @@ class ServiceHandler(MoleHandler):
             {
                 "kind": backend.kind,
                 "url": connection.url if connection else None,
-                "embedded": bool(connection and connection.kind == "embedded"),
+                "embedded": backend.embedded,
                 "problem": backend.problem,
                 "info": info,
                 "poll_interval": backend.config.poll_interval,
+                "queries": {"state": backend.queries, "list": backend.list_queries},
             }
         )
 
@@ -122,10 +160,16 @@ class ExecutionsHandler(MoleHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
         """Start a script of Jupyter's file tree: ``{"path": "folder/model.oms"}``; its folder is sent."""
-        body = self.get_json_body() or {}
+        body = self.body()
+        if body is None:
+            return
         relative = body.get("path")
         if not isinstance(relative, str) or not relative.endswith(".oms"):
             self.refuse(400, 'give the script to run as {"path": "folder/script.oms"}')
+            return
+        tags = body.get("tags") or {}
+        if not isinstance(tags, dict):
+            self.refuse(400, 'tags are a JSON object {"name": "value"}')
             return
         script = self.inside_root(relative)
         if script is None:
@@ -133,12 +177,10 @@ class ExecutionsHandler(MoleHandler):
         if not script.is_file():
             self.refuse(404, f"there is no script {relative}")
             return
-        client = await self.backend.ensure()
-        tags = {
-            "notebook": relative,
-            **{str(k): str(v) for k, v in (body.get("tags") or {}).items()},
-        }
-        execution_id = await self.guarded(client.start(script.parent, script.name, tags=tags))
+        tags = {"notebook": relative, **{str(k): str(v) for k, v in tags.items()}}
+        execution_id = await self.guarded(
+            self.backend.call(lambda c: c.start(script.parent, script.name, tags=tags))
+        )
         if execution_id is not None:
             self.backend.forget(execution_id)
             self.send({"id": execution_id}, 201)
@@ -158,15 +200,13 @@ class StateHandler(MoleHandler):
 class DetailsHandler(MoleHandler):
     @tornado.web.authenticated
     async def get(self, execution_id: str) -> None:
-        client = await self.backend.ensure()
-        info = await self.guarded(client.info(execution_id))
+        info = await self.guarded(self.backend.call(lambda c: c.info(execution_id)))
         if info is not None:
             self.send(info)
 
     @tornado.web.authenticated
     async def delete(self, execution_id: str) -> None:
-        client = await self.backend.ensure()
-        await self.guarded(client.remove(execution_id))
+        await self.guarded(self.backend.call(lambda c: c.remove(execution_id)))
         if not self._finished:
             self.backend.forget(execution_id)
             self.send({"removed": execution_id})
@@ -180,8 +220,7 @@ class OutputHandler(MoleHandler):
         except ValueError:
             self.refuse(400, "offset must be a whole number")
             return
-        client = await self.backend.ensure()
-        result = await self.guarded(client.output(execution_id, offset))
+        result = await self.guarded(self.backend.call(lambda c: c.output(execution_id, offset)))
         if result is not None:
             self.send({"output": result[0], "offset": result[1]})
 
@@ -189,23 +228,26 @@ class OutputHandler(MoleHandler):
 class ErrorsHandler(MoleHandler):
     @tornado.web.authenticated
     async def get(self, execution_id: str) -> None:
-        if self.backend.kind == "jupyter-mole":
-            client = await self.backend.ensure()
-            errors = await self.guarded(client.errors(execution_id))
-            if errors is not None:
-                self.send(errors)
+        backend = self.backend
+        kind = await self.guarded(backend.call(lambda c: c.detect()))
+        if kind is None:
             return
-        _, poller = await self.backend.state(execution_id)
-        self.send(list(poller.errors.values()))
+        if kind == MOLE:  # the whole log, kept by the server
+            errors = await self.guarded(backend.call(lambda c: c.errors(execution_id)))
+            if errors is not None:
+                self.send([_logged(e) for e in errors])
+            return
+        # OpenMOLE keeps no log: what the poller has accumulated
+        result = await self.guarded(backend.state(execution_id))
+        if result is not None:
+            self.send(list(result[1].errors.values()))
 
 
 class FilesHandler(MoleHandler):
     @tornado.web.authenticated
     async def get(self, execution_id: str) -> None:
-        client = await self.backend.ensure()
-        entries = await self.guarded(
-            client.listing(execution_id, self.get_query_argument("path", ""))
-        )
+        path = self.get_query_argument("path", "")
+        entries = await self.guarded(self.backend.call(lambda c: c.listing(execution_id, path)))
         if entries is not None:
             self.send(entries)
 
@@ -213,32 +255,47 @@ class FilesHandler(MoleHandler):
 class CancelHandler(MoleHandler):
     @tornado.web.authenticated
     async def post(self, execution_id: str) -> None:
-        client = await self.backend.ensure()
-        info = await self.guarded(client.cancel(execution_id))
+        info = await self.guarded(self.backend.call(lambda c: c.cancel(execution_id)))
         if info is not None:
             self.backend.forget(execution_id)
             self.send(info)
 
 
 class DownloadHandler(MoleHandler):
-    """Save a file or folder of an execution into Jupyter's file tree (never overwriting silently)."""
+    """Save a file or folder of an execution under a folder of Jupyter's file tree.
+
+    ``{"path": "results/out.csv", "to": "notebooks/run1", "overwrite": false}``:
+    ``path`` in the work directory ("" for all of it), ``to`` the folder of the
+    file tree to save it in (made if missing), under the same name. An existing
+    file or folder is never replaced unless ``overwrite`` (409 otherwise).
+    """
 
     @tornado.web.authenticated
     async def post(self, execution_id: str) -> None:
-        body = self.get_json_body() or {}
-        path = str(body.get("path", ""))
-        to = str(body.get("to", ""))
+        body = self.body()
+        if body is None:
+            return
+        path, to = body.get("path", ""), body.get("to", "")
+        if not isinstance(path, str) or not isinstance(to, str):
+            self.refuse(400, 'give {"path": "in/the/work/directory", "to": "folder/of/the/tree"}')
+            return
+        relative = PurePosixPath(path.strip("/"))
+        if ".." in relative.parts:
+            self.refuse(400, f"{path}: the path must stay inside the work directory")
+            return
         destination = self.inside_root(to)
         if destination is None:
             return
-        name = PurePosixPath(path.strip("/")).name or f"mole-{execution_id[:8]}"
-        target = destination / name
-        client = await self.backend.ensure()
+        if destination.exists() and not destination.is_dir():
+            self.refuse(409, f"{to} is a file; give the folder to save into")
+            return
+        target = destination / (relative.name or f"mole-{execution_id[:8]}")
+        overwrite = body.get("overwrite") is True
         written = await self.guarded(
-            client.download(execution_id, path, target, overwrite=bool(body.get("overwrite")))
+            self.backend.call(lambda c: c.download(execution_id, path, target, overwrite))
         )
         if written is not None:
-            self.send({"path": str(Path(written).relative_to(self.root()))}, 201)
+            self.send({"path": Path(written).relative_to(self.root()).as_posix()}, 201)
 
 
 def routes(base_url: str) -> list[tuple[str, type]]:

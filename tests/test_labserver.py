@@ -1,0 +1,651 @@
+"""The Jupyter server extension with the embedded backend, through pytest-jupyter's ``jp_fetch``.
+
+pytest-jupyter's fixtures are imported into the modules that use them (rather
+than registered as a plugin for the whole suite, whose autouse fixtures would
+then run around every other test); its async test hook comes with them as the
+``on_loop`` decorator. pytest-jupyter points Jupyter's runtime and data
+directories at the test's temporary directory, so the connection file and the
+embedded server's state go there; every embedded server a test starts is
+killed at its end (``no_stray_servers``).
+
+The helpers here (``Api``, ``on_loop``, the fixtures) serve the other
+``test_labserver_*`` modules too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from pytest_jupyter.jupyter_server import *  # noqa: F403  (see the module's docstring)
+from tornado.httpclient import HTTPResponse
+
+from jupyter_mole import connection
+from jupyter_mole.client import MoleClient
+from jupyter_mole.labserver.backend import Backend
+from jupyter_mole.labserver.config import Mole
+from tests.servers import FAILING_SCRIPT, PI_SCRIPT, SLEEPY_SCRIPT
+
+QUICK_SCRIPT = """
+x = Val(int)
+DirectSampling(evaluation=EmptyTask(inputs=[x]), sampling=x.in_([1]))
+"""
+
+# -- helpers shared by the test_labserver_* modules ------------------------------------------
+
+
+def on_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test on pytest-jupyter's event loop (the loop its server app runs on)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.get_event_loop().run_until_complete(test(*args, **kwargs))
+
+    return run
+
+
+class Api:
+    """``jp_fetch`` under ``mole/api/``: JSON in and out, the status checked, every body kept."""
+
+    def __init__(self, fetch: Callable[..., Awaitable[HTTPResponse]]) -> None:
+        self.fetch = fetch
+        self.seen: list[str] = []  # every body and header received, to look for secrets in
+
+    async def __call__(
+        self,
+        *parts: str,
+        method: str = "GET",
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        expect: int = 200,
+    ) -> Any:
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, str | bytes) else json.dumps(body)
+        elif method == "POST":
+            kwargs["body"] = b""
+        response = await self.fetch("mole", "api", *parts, params=params, **kwargs)
+        text = response.body.decode("utf-8", "replace") if response.body else ""
+        self.seen.append(text)
+        self.seen.append(str(dict(response.headers.get_all())))
+        assert response.code == expect, f"{method} {'/'.join(parts)}: {response.code} {text}"
+        return json.loads(text) if text else None
+
+    async def start(self, path: str) -> str:
+        return (await self("executions", method="POST", body={"path": path}, expect=201))["id"]
+
+    async def wait(self, execution_id: str, timeout: float = 90) -> dict[str, Any]:
+        """Poll the state until the execution ends; the last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self("executions", execution_id, "state")
+            if state["state"] != "running":
+                return state
+            assert time.monotonic() < deadline, f"still running after {timeout} s: {state}"
+            await asyncio.sleep(0.3)
+
+    def assert_never_seen(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            if secret:
+                assert not any(secret in text for text in self.seen), "a secret reached the browser"
+
+
+def backend_of(serverapp: Any) -> Backend:
+    return serverapp.web_app.settings["mole_backend"]
+
+
+def write_project(root: Path, folder: str = "project", script: str = PI_SCRIPT) -> str:
+    """A folder of Jupyter's file tree with a script (and a data file); the script's path."""
+    (root / folder / "data").mkdir(parents=True, exist_ok=True)
+    (root / folder / "model.oms").write_text(script)
+    (root / folder / "data" / "input.txt").write_text("some input\n")
+    return f"{folder}/model.oms"
+
+
+def stop_group(pid: int, timeout: float = 20) -> None:
+    """Stop a server started in its own session, and its Dask workers with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+
+
+def servers_under(path: Path) -> list[psutil.Process]:
+    """The ``jupyter_mole serve`` processes whose command line names something under ``path``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] == psutil.STATUS_ZOMBIE or "serve" not in cmdline:
+            continue
+        if any(str(path) in arg for arg in cmdline) and "jupyter_mole" in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.fixture(name="no_stray_servers")
+def no_stray_servers_fixture(tmp_path: Path) -> Iterator[None]:
+    """Kill every embedded server a test started (its state is under the test's tmp_path)."""
+    yield
+    for process in servers_under(tmp_path):
+        stop_group(process.pid)
+    assert not servers_under(tmp_path)
+
+
+@pytest.fixture(name="mole_config")
+def mole_config_fixture(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``c.Mole`` for the test: one embedded worker, unless parametrized (``indirect=True``)
+    with a dict, or a function of the request (to reach other fixtures) returning one."""
+    param = getattr(request, "param", None)
+    if param is None:
+        return {"embedded_workers": 1}
+    return param(request) if callable(param) else dict(param)
+
+
+@pytest.fixture(name="jp_server_config")
+def jp_server_config_fixture(mole_config: dict[str, Any], no_stray_servers: None) -> dict[str, Any]:
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_mole": True}}, "Mole": mole_config}
+
+
+@pytest.fixture(name="api")
+def api_fixture(jp_fetch: Any) -> Api:
+    return Api(jp_fetch)
+
+
+# -- an embedded server shared by the module's tests (the extension reuses it) ---------------
+
+
+@pytest.fixture(scope="module")
+def shared_embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[connection.Connection]:
+    """An embedded server started as a kernel would start it, for the extension to reuse."""
+    base = tmp_path_factory.mktemp("shared-embedded")
+    found = connection.start_embedded(base / "state", base / "connection.json", 60, 1)
+    yield found
+    assert found.pid is not None
+    stop_group(found.pid)
+
+
+@pytest.fixture
+def reuse_embedded(
+    shared_embedded: connection.Connection, jp_runtime_dir: Path
+) -> connection.Connection:
+    """The shared server's connection file, in this test's Jupyter runtime directory."""
+    connection.write_connection_file(shared_embedded, jp_runtime_dir / connection.FILE_NAME)
+    return shared_embedded
+
+
+# -- the embedded server: started, reused, restarted -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mole_config",
+    [
+        lambda r: {
+            "embedded_workers": 1,
+            "state_directory": str(r.getfixturevalue("tmp_path") / "st"),
+        }
+    ],
+    indirect=True,
+    ids=["started"],
+)
+@pytest.mark.slow
+@on_loop
+async def test_embedded_started_restarted_and_found_by_a_kernel(
+    jp_serverapp: Any, api: Api, jp_runtime_dir: Path, jp_root_dir: Path, tmp_path: Path
+) -> None:
+    """No url: the extension starts the embedded server (with the configured start options),
+    writes the connection file a kernel reads, and starts the server again when it has died."""
+    backend = backend_of(jp_serverapp)
+    await backend.connect()  # started in the background at load; this waits for it
+    service = await api("service")
+    assert service["embedded"] is True and service["kind"] == "jupyter-mole"
+    assert service["problem"] is None and service["info"]["engine"] == "embedded"
+    assert service["url"].startswith("http://127.0.0.1:")
+
+    path = jp_runtime_dir / connection.FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    recorded = connection.read_connection_file(path)
+    assert recorded is not None and recorded.kind == "embedded" and recorded.password
+    assert recorded.url == service["url"]
+    process = psutil.Process(recorded.pid)
+    cmdline = process.cmdline()
+    assert cmdline[cmdline.index("--state-dir") + 1] == str(tmp_path / "st")
+    assert cmdline[cmdline.index("--workers") + 1] == "1"
+    assert cmdline[cmdline.index("--host") + 1] == "127.0.0.1"
+
+    # a kernel finds the same server through the connection file, and sees what the sidebar started
+    execution = await api.start(write_project(jp_root_dir, "k", QUICK_SCRIPT))
+    found = await asyncio.to_thread(connection.resolve)
+    assert (found.url, found.pid) == (recorded.url, recorded.pid)
+    with MoleClient(found.url, found.password) as kernel_client:
+        assert execution in await asyncio.to_thread(kernel_client.list)
+
+    # the server dies: the next call starts it again, and a new connection file is written
+    assert recorded.pid is not None
+    stop_group(recorded.pid, timeout=0)  # SIGKILL at once
+    listed = await api("executions")
+    assert execution in [e["id"] for e in listed]  # the registry survived on disk
+    again = connection.read_connection_file(path)
+    assert again is not None and again.pid != recorded.pid and again.password != recorded.password
+    assert psutil.pid_exists(again.pid)
+    assert (await api("service"))["url"] == again.url
+
+    # a server that stops answering (its process unknown) is found out by the failed call
+    assert again.pid is not None and backend.connection is not None
+    backend.connection.pid = None
+    stop_group(again.pid, timeout=0)
+    assert (await api("executions", execution))["id"] == execution
+    third = connection.read_connection_file(path)
+    assert third is not None and third.pid not in (recorded.pid, again.pid)
+    api.assert_never_seen(recorded.password, again.password, third.password)
+
+
+def _state_directory_is_a_file(request: pytest.FixtureRequest) -> dict[str, Any]:
+    path = request.getfixturevalue("tmp_path") / "not-a-folder"
+    path.write_text("")
+    return {"state_directory": str(path)}
+
+
+@pytest.mark.parametrize("mole_config", [_state_directory_is_a_file], indirect=True)
+@on_loop
+async def test_an_embedded_server_that_cannot_start_is_reported(
+    jp_serverapp: Any, api: Api, jp_fetch: Any, jp_root_dir: Path
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    service = await api("service")
+    assert service["problem"] and "not-a-folder" in service["problem"]
+    assert service["kind"] is None and service["embedded"] is False
+    assert "no backend" in (await api("executions", expect=503))["message"]
+    script = write_project(jp_root_dir)
+    await api("executions", method="POST", body={"path": script}, expect=503)
+    await api("executions", "abc", "state", expect=503)
+    assert (await jp_fetch("api", "status")).code == 200  # Jupyter itself goes on
+
+
+@on_loop
+async def test_an_embedded_server_already_running_is_reused(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, tmp_path: Path
+) -> None:
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    service = await api("service")
+    assert service["embedded"] is True and service["url"] == reuse_embedded.url
+    assert backend.connection is not None and backend.connection.pid == reuse_embedded.pid
+    assert not servers_under(tmp_path)  # nothing new was started
+
+
+# -- every route, against the shared embedded server ----------------------------------------------
+
+
+@on_loop
+async def test_run_a_script_of_the_file_tree_and_bring_its_results_back(
+    reuse_embedded: connection.Connection,
+    jp_serverapp: Any,
+    api: Api,
+    jp_root_dir: Path,
+    tmp_path: Path,
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    script = write_project(jp_root_dir)
+    execution = await api(
+        "executions", method="POST", body={"path": script, "tags": {"run": 1}}, expect=201
+    )
+    execution = execution["id"]
+    state = await api.wait(execution)
+    assert state["state"] == "finished" and state["completed"] == 100 and state["errors"] == []
+
+    # the list, with details
+    listed = {e["id"]: e for e in await api("executions")}
+    mine = listed[execution]
+    assert mine["state"] == "finished" and mine["script"] == "model.oms"
+    assert mine["tags"] == {"notebook": "project/model.oms", "run": "1"}
+    assert mine["submitted"] <= mine["started"] <= mine["ended"] and mine["completed"] == 100
+    details = await api("executions", execution)
+    assert details["id"] == execution and details["state"] == "finished"
+
+    # the output, whole and from an offset
+    output = await api("executions", execution, "output")
+    text, end = output["output"], output["offset"]
+    assert "pi_avg" in text and end == len(text.encode())
+    tail = await api("executions", execution, "output", params={"offset": "5"})
+    assert tail == {"output": text[5:], "offset": end}
+    assert (await api("executions", execution, "output", params={"offset": str(end)}))[
+        "output"
+    ] == ""
+    assert await api("executions", execution, "errors") == []
+
+    # the work directory
+    entries = {e["name"]: e for e in await api("executions", execution, "files")}
+    assert {"model.oms", "result.csv", "data"} <= set(entries)
+    assert entries["data"]["type"] == "directory" and entries["result.csv"]["type"] == "file"
+    inside = await api("executions", execution, "files", params={"path": "data"})
+    assert [e["name"] for e in inside] == ["input.txt"]
+
+    # download into the file tree: a file, never overwritten silently, then a folder
+    def download(path: str, to: str, expect: int = 201, **more: Any) -> Awaitable[Any]:
+        body = {"path": path, "to": to, **more}
+        return api("executions", execution, "download", method="POST", body=body, expect=expect)
+
+    assert await download("result.csv", "results/run1") == {"path": "results/run1/result.csv"}
+    saved = jp_root_dir / "results" / "run1" / "result.csv"
+    csv = saved.read_text()
+    assert csv.splitlines()[0].replace('"', "").split(",") == ["pi_avg", "pi_med"]
+    saved.write_text("mine\n")
+    refused = await download("result.csv", "results/run1", expect=409)
+    assert "already exists" in refused["message"] and saved.read_text() == "mine\n"
+    await download("result.csv", "results/run1", overwrite=True)
+    assert saved.read_text() == csv
+    assert await download("data", "") == {"path": "data"}
+    assert (jp_root_dir / "data" / "input.txt").read_text() == "some input\n"
+    assert (await download("data", "", expect=409))["message"]
+    whole = await download("", "results")
+    assert (jp_root_dir / whole["path"] / "result.csv").read_text() == csv
+
+    # ...and never outside Jupyter's root directory
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (jp_root_dir / "link").symlink_to(outside)
+    for to in ("../outside", "results/../../outside", "link", "link/deeper"):
+        refused = await download("result.csv", to, expect=403)
+        assert "inside Jupyter's root directory" in refused["message"]
+    assert not any(outside.iterdir())
+    for path in ("../../etc/passwd", "data/../../x"):
+        assert "inside the work directory" in (await download(path, "x", expect=400))["message"]
+    assert "is a file" in (await download("result.csv", "results/run1/result.csv", 409))["message"]
+    assert not (jp_root_dir / "x").exists()
+
+    # remove it: it is gone from every route
+    assert await api("executions", execution, method="DELETE") == {"removed": execution}
+    await api("executions", execution, "state", expect=404)
+    assert execution not in [e["id"] for e in await api("executions")]
+    api.assert_never_seen(reuse_embedded.password, backend_of(jp_serverapp).client.token)
+
+
+@on_loop
+async def test_cancel_failure_and_error_log(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, jp_root_dir: Path
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    sleepy = await api.start(write_project(jp_root_dir, "sleepy", SLEEPY_SCRIPT))
+    failing = await api.start(write_project(jp_root_dir, "failing", FAILING_SCRIPT))
+    assert (await api("executions", sleepy, "state"))["state"] == "running"
+    cancelled = await api("executions", sleepy, "cancel", method="POST")
+    assert cancelled["id"] == sleepy and cancelled["state"] == "cancelled"
+    assert (await api("executions", sleepy, "state"))["state"] == "cancelled"  # not the cached one
+    assert any(e["name"] == "model.oms" for e in await api("executions", sleepy, "files"))
+
+    state = await api.wait(failing)
+    assert state["state"] == "failed" and "no good value here" in state["error"]["message"]
+    log = await api("executions", failing, "errors")
+    assert any("no good value here" in e["message"] for e in log)
+    assert all(
+        set(e) == {"message", "level", "environment", "stackTrace", "time", "count"} for e in log
+    )
+    for execution in (sleepy, failing):
+        await api("executions", execution, method="DELETE")
+
+
+@on_loop
+async def test_every_route_says_what_is_wrong(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, jp_root_dir: Path
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    missing = "no-such-execution"
+    for route in ("", "state", "output", "errors", "files"):
+        parts = ("executions", missing, route) if route else ("executions", missing)
+        assert (await api(*parts, expect=404))["message"]
+    await api("executions", missing, "cancel", method="POST", expect=404)
+    await api("executions", missing, method="DELETE", expect=404)
+    body = {"path": "result.csv", "to": "here"}
+    await api("executions", missing, "download", method="POST", body=body, expect=404)
+    assert not (jp_root_dir / "here" / "result.csv").exists()
+
+    start = functools.partial(api, "executions", method="POST")
+    for bad in ("[]", "not json", {}, {"path": "notebook.ipynb"}, {"path": 3}):
+        assert "message" in await start(body=bad, expect=400)
+    assert "message" in await start(body={"path": "x.oms", "tags": ["a"]}, expect=400)
+    assert "no script" in (await start(body={"path": "missing/model.oms"}, expect=404))["message"]
+    assert "root directory" in (await start(body={"path": "../up/x.oms"}, expect=403))["message"]
+    broken = write_project(jp_root_dir, "broken", "this is not (a script\n")
+    refused = await start(body={"path": broken}, expect=417)  # the backend's status, passed on
+    assert "syntax error in model.oms" in refused["message"]
+
+    assert (
+        "whole number"
+        in (await api("executions", missing, "output", params={"offset": "x"}, expect=400))[
+            "message"
+        ]
+    )
+    outside = await api("executions", missing, "files", params={"path": "../x"}, expect=400)
+    assert "inside the work directory" in outside["message"]
+    await api("executions", missing, "download", method="POST", body="[1]", expect=400)
+
+
+# -- one query per execution per poll interval, every error for every view ----------------------
+
+
+@pytest.mark.parametrize(
+    "mole_config", [{"embedded_workers": 1, "poll_interval": 30}], indirect=True
+)
+@on_loop
+async def test_many_views_one_backend_query_per_poll_interval(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, jp_root_dir: Path
+) -> None:
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    execution = await api.start(write_project(jp_root_dir, "sleepy", SLEEPY_SCRIPT))
+    before = (await api("service"))["queries"]
+    views = 20
+    states = await asyncio.gather(*(api("executions", execution, "state") for _ in range(views)))
+    lists = await asyncio.gather(*(api("executions") for _ in range(views)))
+    assert all(s["state"] == "running" for s in states)
+    assert all(execution in [e["id"] for e in listed] for listed in lists)
+    after = (await api("service"))["queries"]
+    assert after == {"state": before["state"] + 1, "list": before["list"] + 1}
+    # the interval over, the next view asks again (once)
+    backend.config.poll_interval = 0.2
+    await asyncio.sleep(0.3)
+    await asyncio.gather(*(api("executions", execution, "state") for _ in range(views)))
+    assert backend.queries == after["state"] + 1
+    await api("executions", execution, "cancel", method="POST")
+    await api("executions", execution, method="DELETE")
+
+
+class ErrorsEveryQuery:
+    """Stands for the backend's client: each state query reports the errors since the last one."""
+
+    kind = "jupyter-mole"
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    async def state(self, execution_id: str) -> Any:
+        from jupyter_mole.protocol import EnvironmentStatus, ErrorInfo, ExecutionState
+
+        self.queries += 1
+        errors = [ErrorInfo(f"node {self.queries} lost", "trace", "WARNING")]
+        errors.append(ErrorInfo("quota exceeded", None, "SEVERE"))
+        return ExecutionState("running", environments=[EnvironmentStatus("cluster", errors=errors)])
+
+
+@pytest.mark.parametrize(
+    "mole_config", [{"embedded_workers": 1, "poll_interval": 0.05}], indirect=True
+)
+@on_loop
+async def test_every_view_sees_every_environment_error(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api
+) -> None:
+    """The backend reports an environment error once (to whoever asks first); the extension
+    keeps them all, so a sidebar opened late and a widget polling often see the same list."""
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    real, backend.client = backend.client, ErrorsEveryQuery()  # type: ignore[assignment]
+    try:
+        widget = []  # a widget polling more often than the poll interval
+        for _ in range(3):
+            await asyncio.sleep(0.06)
+            widget.append(await api("executions", "abc", "state"))
+        sidebar = await api("executions", "abc", "state")
+        assert backend.client.queries == 3  # the sidebar's view was still fresh
+        seen = sidebar["errors"]
+        assert [e["message"] for e in seen] == [
+            "node 1 lost",
+            "quota exceeded",
+            "node 2 lost",
+            "node 3 lost",
+        ]
+        assert seen[0] == {
+            "message": "node 1 lost",
+            "level": "WARNING",
+            "stackTrace": "trace",
+            "count": 1,
+        }
+        assert seen[1]["count"] == 3  # the same error, reported at every query
+        assert widget[-1]["errors"] == seen
+        assert [e["message"] for e in widget[0]["errors"]] == ["node 1 lost", "quota exceeded"]
+    finally:
+        backend.client = real
+
+
+# -- any base_url ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jp_base_url", ["/hub/user/someone/", "/node/host.example/8888/"])
+@on_loop
+async def test_any_base_url(
+    reuse_embedded: connection.Connection,
+    jp_serverapp: Any,
+    api: Api,
+    jp_base_url: str,
+    http_server_client: Any,
+    jp_auth_header: dict[str, str],
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    assert (await api("service"))["url"] == reuse_embedded.url
+    assert isinstance(await api("executions"), list)
+    await api("executions", method="POST", body={"path": "x.py"}, expect=400)
+    bare = await http_server_client.fetch(
+        "/mole/api/service", headers=jp_auth_header, raise_error=False
+    )
+    assert bare.code == 404
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_every_trait_has_help() -> None:
+    traits = Mole.class_traits(config=True)
+    assert {
+        "url",
+        "password",
+        "password_file",
+        "ca_file",
+        "fingerprint",
+        "verify_tls",
+        "api",
+    } <= set(traits)
+    assert {"state_directory", "embedded_workers", "poll_interval"} <= set(traits)
+    for name, trait in traits.items():
+        assert len(trait.help) > 20, name
+    assert Mole().poll_interval == 1.0 and Mole().url is None
+
+
+PIN = ":".join(["AB"] * 32)
+
+
+@pytest.mark.parametrize(
+    ("config", "trait"),
+    [
+        ({"url": "ftp://host/x"}, "Mole.url"),
+        ({"url": "localhost:8443"}, "Mole.url"),
+        ({"poll_interval": 0}, "Mole.poll_interval"),
+        ({"poll_interval": "often"}, "poll_interval"),
+        ({"password_file": "/no/such/file"}, "Mole.password_file"),
+        ({"ca_file": "/no/such/ca.pem"}, "Mole.ca_file"),
+        ({"url": "https://h:1", "password": "a", "password_file": __file__}, "Mole.password"),
+        ({"url": "http://h:1", "fingerprint": PIN}, "Mole.fingerprint"),
+        ({"url": "https://h:1", "fingerprint": "not-hex"}, "Mole.fingerprint"),
+        ({"api": "soap"}, "Mole.api"),
+        ({"embedded_workers": -1}, "Mole.embedded_workers"),
+    ],
+)
+def test_invalid_configuration_fails_at_start_naming_the_trait(
+    jp_configurable_serverapp: Any,
+    jp_server_config: dict[str, Any],
+    config: dict[str, Any],
+    trait: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    jp_server_config["Mole"] = config
+    # by default Jupyter logs a failing extension and goes on without it...
+    app = jp_configurable_serverapp(config=jp_server_config)
+    assert "mole_backend" not in app.web_app.settings
+    logged = caplog.text + capsys.readouterr().err  # the app logs to stderr while it starts
+    failures = [line for line in logged.splitlines() if "jupyter_mole | extension failed" in line]
+    assert failures and trait in failures[0], logged
+    type(app).clear_instance()
+    # ...and a server that must not start without it fails
+    jp_server_config["ServerApp"]["reraise_server_extension_failures"] = True
+    with pytest.raises(SystemExit):
+        jp_configurable_serverapp(config=jp_server_config)
+    said = capsys.readouterr().err
+    assert re.search(f"Bad config encountered during initialization: .*{re.escape(trait)}", said)
+
+
+@pytest.mark.slow
+def test_installing_the_package_enables_the_extension(tmp_path: Path) -> None:
+    """``pip install`` put the config file in the environment; Jupyter lists the extension OK."""
+    package_file = (
+        Path(__file__).parent.parent
+        / "jupyter_mole"
+        / "etc"
+        / "jupyter_server_config.d"
+        / "jupyter_mole.json"
+    )
+    installed = (
+        Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "jupyter_mole.json"
+    )
+    assert json.loads(installed.read_text()) == json.loads(package_file.read_text())
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
+    assert jupyter is not None
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")},
+        "HOME": str(tmp_path),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "NO_COLOR": "1",
+    }
+    listed = subprocess.run(
+        [jupyter, "server", "extension", "list"],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
+    assert re.search(r"jupyter_mole\s+enabled", text), text
+    assert re.search(r"jupyter_mole 0\.1\.0\s+OK", text), text
+    assert not servers_under(tmp_path)  # listing does not start a backend

@@ -1,0 +1,223 @@
+"""The extension in front of a remote backend: our server in its own process, over HTTPS.
+
+The session's server (``mole_server``) has a self-signed certificate and a
+password. Pinned by its fingerprint it is trusted; a wrong pin, no trust at all
+or an unreachable address are reported (``/mole/api/service`` says what is
+wrong), never fatal. ``Mole.api = "job"`` makes it stand for OpenMOLE's /job
+API, which has neither execution details nor cancel without delete: the
+answers say so (501) instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_jupyter.jupyter_server import *  # noqa: F403  (see test_labserver's docstring)
+
+from jupyter_mole import connection
+from jupyter_mole.client import MoleClient
+from tests.servers import SLEEPY_SCRIPT, ServerProcess
+from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name)
+    Api,
+    api_fixture,
+    backend_of,
+    jp_server_config_fixture,
+    mole_config_fixture,
+    no_stray_servers_fixture,
+    on_loop,
+    write_project,
+)
+
+WRONG_PIN = ":".join(["AB"] * 32)
+
+
+def remote(**options: Any) -> Callable[[pytest.FixtureRequest], dict[str, Any]]:
+    """``c.Mole`` for the session's HTTPS server: its password in a file, and ``options``
+    (``pin=True`` pins its real fingerprint, ``ca=True`` trusts its certificate as a CA)."""
+
+    def config(request: pytest.FixtureRequest) -> dict[str, Any]:
+        extra = dict(options)
+        server: ServerProcess = request.getfixturevalue("mole_server")
+        password_file = request.getfixturevalue("tmp_path") / "backend-password.txt"
+        password_file.write_text(f"{server.password}\n")
+        mole: dict[str, Any] = {"url": server.url, "password_file": str(password_file)}
+        if extra.pop("pin", False):
+            mole["fingerprint"] = server.fingerprint
+        if extra.pop("ca", False):
+            mole["ca_file"] = str(server.certfile)
+        return {**mole, **extra}
+
+    return config
+
+
+def configured(*configs: Callable[..., dict[str, Any]], ids: list[str]) -> Any:
+    return pytest.mark.parametrize("mole_config", configs, indirect=True, ids=ids)
+
+
+@configured(remote(pin=True), ids=["pinned"])
+@on_loop
+async def test_a_pinned_https_backend_through_every_route(
+    jp_serverapp: Any,
+    api: Api,
+    jp_root_dir: Path,
+    jp_runtime_dir: Path,
+    mole_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    service = await api("service")
+    assert service["kind"] == "jupyter-mole" and service["embedded"] is False
+    assert service["url"] == mole_server.url and service["problem"] is None
+    assert service["info"]["auth"] == "token" and "cancel" in service["info"]["features"]
+    logged = [r.getMessage() for r in caplog.get_records("setup") + caplog.get_records("call")]
+    assert any(f"backend jupyter-mole at {mole_server.url}" in m for m in logged)  # at start
+
+    # the connection file points kernels at the same backend, pinned
+    path = jp_runtime_dir / connection.FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    recorded = connection.read_connection_file(path)
+    assert recorded is not None and recorded.kind == "remote"
+    assert (recorded.url, recorded.fingerprint) == (mole_server.url, mole_server.fingerprint)
+
+    # start from the file tree; a kernel-side client sees it through the connection file
+    execution = await api.start(write_project(jp_root_dir, "remote"))
+    found = await asyncio.to_thread(connection.resolve)
+    assert found.url == mole_server.url
+    with MoleClient(found.url, found.password, fingerprint=found.fingerprint) as kernel_client:
+        assert execution in await asyncio.to_thread(kernel_client.list)
+
+    state = await api.wait(execution)
+    assert state["state"] == "finished" and state["completed"] == 100
+    mine = next(e for e in await api("executions") if e["id"] == execution)
+    assert mine["tags"]["notebook"] == "remote/model.oms" and mine["script"] == "model.oms"
+    assert (await api("executions", execution))["state"] == "finished"
+    assert "pi_avg" in (await api("executions", execution, "output"))["output"]
+    assert await api("executions", execution, "errors") == []
+    assert "result.csv" in {e["name"] for e in await api("executions", execution, "files")}
+    body = {"path": "result.csv", "to": "remote"}
+    saved = await api("executions", execution, "download", method="POST", body=body, expect=201)
+    assert (jp_root_dir / saved["path"]).read_text().startswith("pi_avg")
+    assert (await api("executions", execution, "cancel", method="POST"))["state"] == "finished"
+    await api("executions", execution, method="DELETE")
+    await api("executions", execution, expect=404)
+    api.assert_never_seen(mole_server.password, backend.client.token)
+
+
+@configured(remote(ca=True), ids=["ca-file"])
+@on_loop
+async def test_a_backend_trusted_through_a_ca_file(jp_serverapp: Any, api: Api) -> None:
+    await backend_of(jp_serverapp).connect()
+    service = await api("service")
+    assert service["problem"] is None and service["kind"] == "jupyter-mole"
+    assert isinstance(await api("executions"), list)
+
+
+@configured(remote(fingerprint=WRONG_PIN), remote(), ids=["wrong-pin", "untrusted"])
+@on_loop
+async def test_a_backend_that_cannot_be_trusted_is_reported_not_fatal(
+    jp_serverapp: Any, api: Api, jp_fetch: Any, mole_config: dict[str, Any]
+) -> None:
+    await backend_of(jp_serverapp).connect()  # no exception: reported
+    service = await api("service")
+    expected = "fingerprint" if mole_config.get("fingerprint") else "certificate verify failed"
+    assert service["problem"] and expected in service["problem"]
+    assert service["info"] is None
+    refused = await api("executions", expect=502)
+    assert expected in refused["message"]
+    assert (await jp_fetch("api", "status")).code == 200  # Jupyter itself goes on
+
+
+@configured(remote(verify_tls=False), ids=["verify-off"])
+@on_loop
+async def test_tls_verification_off_works_with_a_warning(
+    jp_serverapp: Any, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    assert (await api("service"))["problem"] is None
+    assert isinstance(await api("executions"), list)
+    records = caplog.get_records("setup") + caplog.get_records("call")  # logged at start
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert any("Mole.verify_tls = False" in r.getMessage() for r in warnings)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = free_port()
+
+
+@configured(lambda r: {"url": f"http://127.0.0.1:{PORT}"}, ids=["unreachable"])
+@on_loop
+async def test_an_unreachable_backend_is_reported_until_it_answers(
+    jp_serverapp: Any, api: Api, start_server: Callable[..., ServerProcess]
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    service = await api("service")
+    assert f"the backend at http://127.0.0.1:{PORT} does not answer" in service["problem"]
+    assert "cannot reach" in (await api("executions", expect=502))["message"]
+    await api("executions", method="POST", body={"path": "none/x.oms"}, expect=404)
+
+    server = await asyncio.to_thread(
+        start_server, https=False, password=None, extra=("--port", str(PORT))
+    )
+    assert server.url == f"http://127.0.0.1:{PORT}"
+    service = await api("service")
+    assert service["problem"] is None and service["kind"] == "jupyter-mole"
+    assert await api("executions") == []
+
+
+# -- an OpenMOLE backend: what it lacks is said, not failed ----------------------------------
+
+
+@configured(remote(pin=True, api="job"), ids=["openmole-job"])
+@on_loop
+async def test_openmole_job_api_degrades_clearly(
+    jp_serverapp: Any, api: Api, jp_root_dir: Path, mole_server: ServerProcess
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    service = await api("service")
+    assert service["kind"] == "openmole-job" and service["info"]["generations"] == ["job"]
+    execution = await api.start(write_project(jp_root_dir, "sleepy", SLEEPY_SCRIPT))
+
+    listed = {e["id"]: e for e in await api("executions")}
+    assert "does not offer execution details" in listed[execution]["unsupported"]
+    assert (await api("executions", execution, "state"))["state"] == "running"
+    details = await api("executions", execution, expect=501)
+    assert details["message"].startswith("the backend does not offer this: execution details")
+    cancel = await api("executions", execution, "cancel", method="POST", expect=501)
+    assert "does not offer cancel without delete" in cancel["message"]
+    assert "remove" in cancel["message"]  # ...and what to do instead
+    assert (await api("executions", execution, "state"))["state"] == "running"  # untouched
+
+    listed = {e["id"]: e for e in await api("executions")}  # the list cache was not renewed
+    assert await api("executions", execution, "errors") == []  # what the poller accumulated
+    assert "model.oms" in {e["name"] for e in await api("executions", execution, "files")}
+    output = await api("executions", execution, "output")
+    assert output["offset"] == len(output["output"].encode())
+    await api("executions", execution, method="DELETE")  # OpenMOLE's cancel: remove
+    await api("executions", execution, "state", expect=404)
+    api.assert_never_seen(mole_server.password)
+
+
+@configured(remote(pin=True, api="token"), ids=["openmole-token"])
+@on_loop
+async def test_openmole_token_api_degrades_clearly(jp_serverapp: Any, api: Api) -> None:
+    await backend_of(jp_serverapp).connect()
+    assert (await api("service"))["kind"] == "openmole-token"
+    assert isinstance(await api("executions"), list)
+    files = await api("executions", "some-id", "files", expect=501)
+    assert "token API has none" in files["message"]
+    await api("executions", "some-id", expect=501)
+    await api("executions", "some-id", "cancel", method="POST", expect=501)
+    await api("executions", "some-id", "state", expect=404)

@@ -1,0 +1,796 @@
+"""``%%mole`` and ``%mole`` in a real IPython shell, against real servers.
+
+Every test runs with Jupyter's runtime, data and config directories in its own
+temporary folder (so the connection file and the embedded server's state never
+touch the real home), and any embedded server a test starts is stopped at its
+end. Ctrl-C and the kernel-restart promise are checked with IPython running in a
+child process, the way a kernel would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_mole.client import DestinationExists, MoleClient, NotFound, WaitTimeout
+from jupyter_mole.connection import (
+    FILE_NAME,
+    Connection,
+    read_connection_file,
+    write_connection_file,
+)
+from jupyter_mole.kernel import Execution
+from jupyter_mole.kernel import magics as magics_module
+from tests.servers import PASSWORD, PI_SCRIPT, SLEEPY_SCRIPT, ServerProcess
+
+MOLE_VARIABLES = (
+    "MOLE_URL",
+    "MOLE_PASSWORD",
+    "MOLE_PASSWORD_FILE",
+    "MOLE_FINGERPRINT",
+    "MOLE_CA_FILE",
+    "MOLE_NO_WIDGETS",
+    "MOLE_MAX_UPLOAD",
+    "JPY_SESSION_NAME",
+)
+
+QUICK_SCRIPT = """
+x, y = Val(int), Val(int)
+
+@PythonTask(inputs=[x], outputs=[y])
+def double(x):
+    print(f"hello {x}")
+    return {"y": 2 * x}
+
+DirectSampling(evaluation=double, sampling=x.in_(range(4))).hook(work_directory / "r.csv")
+"""
+
+# IPython as a kernel runs it: one shell, one cell (read from the file named on the command line).
+DRIVER = """
+import sys
+from IPython.testing.globalipapp import start_ipython
+
+ip = start_ipython()
+ip.run_line_magic("load_ext", "jupyter_mole")
+print("READY", flush=True)
+result = ip.run_cell(open(sys.argv[1]).read())
+error = result.error_in_exec
+print("RESULT", type(error).__name__ if error is not None else "ok", flush=True)
+run = ip.user_ns.get("run")
+print("ID", run.id if run is not None else "", flush=True)
+"""
+
+
+# -- isolation: Jupyter's directories, and the embedded servers started by tests --------------
+def isolate_jupyter(monkeypatch: pytest.MonkeyPatch, root: Path) -> dict[str, Path]:
+    """Point Jupyter's runtime, data and config directories into ``root``; no MOLE_* settings."""
+    dirs = {
+        "runtime": root / "runtime",
+        "data": root / "data",
+        "config": root / "config",
+    }
+    for name, path in dirs.items():
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(f"JUPYTER_{name.upper()}_DIR", str(path))
+    for name in MOLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return dirs
+
+
+def _is_our_server(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        command = " ".join(process.cmdline())
+        return "jupyter_mole" in command and " serve" in command
+    return False
+
+
+def server_session(pid: int) -> list[psutil.Process]:
+    """The processes of the embedded server's session (it runs in a session of its own)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pid and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def stop_server(pid: int) -> list[str]:
+    """SIGTERM an embedded server we started, wait for it, and kill what its session left.
+
+    Returns the command lines of the processes it left behind (there should be none).
+    """
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    if not _is_our_server(process):
+        return []  # a stale pid, reused by someone else's process
+    process.terminate()
+    try:
+        process.wait(30)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+    left = []
+    for leftover in server_session(pid):
+        with contextlib.suppress(psutil.Error):
+            left.append(" ".join(leftover.cmdline()))
+            leftover.kill()
+    return left
+
+
+def stop_embedded(runtime: Path) -> list[str]:
+    """Stop the embedded server the connection file in ``runtime`` names, if any."""
+    recorded = read_connection_file(runtime / FILE_NAME)
+    if recorded is not None and recorded.pid is not None:
+        return stop_server(recorded.pid)
+    return []
+
+
+@pytest.fixture
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    dirs = isolate_jupyter(monkeypatch, tmp_path / "jupyter")
+    yield dirs
+    stop_embedded(dirs["runtime"])
+
+
+@pytest.fixture(scope="session")
+def ipython(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
+    """One real IPython shell for the session (IPython keeps a single one per process)."""
+    from IPython.testing.globalipapp import start_ipython
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
+        shell = start_ipython()
+        assert shell is not None
+        yield shell
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The notebook's folder: the working directory."""
+    path = tmp_path / "notebook"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    return path
+
+
+@pytest.fixture
+def shell(
+    ipython: InteractiveShell, jupyter_dirs: dict[str, Path], folder: Path
+) -> Iterator[InteractiveShell]:
+    """The shell after ``%load_ext jupyter_mole``, with fresh magics (as in a new kernel)."""
+    ipython.extension_manager.loaded.discard("jupyter_mole")
+    ipython.run_line_magic("load_ext", "jupyter_mole")
+    yield ipython
+    mole = magics(ipython)
+    if mole._client is not None:
+        mole._client.close()
+    for name in ("run", "other"):
+        ipython.user_ns.pop(name, None)
+
+
+def magics(shell: InteractiveShell) -> Any:
+    return shell.magics_manager.registry["MoleMagics"]
+
+
+@pytest.fixture
+def served(
+    monkeypatch: pytest.MonkeyPatch, jupyter_dirs: dict[str, Path], mole_server: ServerProcess
+) -> ServerProcess:
+    """MOLE_URL and friends name the session's HTTPS server."""
+    monkeypatch.setenv("MOLE_URL", mole_server.url)
+    monkeypatch.setenv("MOLE_PASSWORD", PASSWORD)
+    assert mole_server.fingerprint
+    monkeypatch.setenv("MOLE_FINGERPRINT", mole_server.fingerprint)
+    return mole_server
+
+
+@pytest.fixture
+def client(mole_server: ServerProcess) -> Iterator[MoleClient]:
+    with MoleClient(mole_server.url, PASSWORD, fingerprint=mole_server.fingerprint) as mole:
+        yield mole
+
+
+def info_of(client: MoleClient, execution_id: str) -> Any:
+    return next(i for i in client.list(details=True) if i.id == execution_id)
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+# -- %%mole -------------------------------------------------------------------------------
+def test_a_cell_runs_waits_downloads_and_returns_its_execution(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    client: MoleClient,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/analysis.ipynb")
+    run = shell.run_cell_magic(
+        "mole",
+        "pi.oms -o run --tag team=ants --tag purpose=demo --download result.csv",
+        PI_SCRIPT,
+    )
+
+    assert isinstance(run, Execution) and shell.user_ns["run"] is run
+    assert (folder / "pi.oms").read_text() == PI_SCRIPT  # the cell, written to the folder
+    assert run.state().state == "finished"
+    out = capsys.readouterr().out
+    assert "pi_avg" in out  # the display hook's output, shown as it came
+    assert f"finished: 100 jobs completed ({run.id})" in out
+    result = folder / f"mole-{run.id[:8]}" / "result.csv"
+    assert f"downloaded {result}" in out
+    assert result.read_text().startswith("pi_avg,pi_med")
+
+    info = info_of(client, run.id)
+    assert info.script == "pi.oms"
+    assert info.tags == {"team": "ants", "purpose": "demo", "notebook": "/home/me/analysis.ipynb"}
+
+    frame = run.results("result.csv")  # the file already downloaded is read
+    assert list(frame.columns) == ["pi_avg", "pi_med"]
+    assert frame["pi_avg"][0] == pytest.approx(3.14, abs=0.05)
+
+
+def test_no_wait_returns_at_once_and_cancel_remove_line_magics(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    client: MoleClient,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    started = time.monotonic()
+    run = shell.run_cell_magic("mole", "sleepy.oms --no-wait -o run", SLEEPY_SCRIPT)
+    assert time.monotonic() - started < 15  # the jobs sleep 30 s
+    assert shell.user_ns["run"] is run
+    assert run.state().state == "running"
+    capsys.readouterr()
+
+    shell.run_line_magic("mole", f"cancel {run.id}")
+    assert capsys.readouterr().out == f"cancelled {run.id}\n"
+    assert run.state().state == "cancelled"
+    shell.run_line_magic("mole", f"state {run.id}")
+    assert capsys.readouterr().out.startswith("cancelled: ")
+
+    shell.run_line_magic("mole", f"remove {run.id}")
+    assert capsys.readouterr().out == f"removed {run.id}\n"
+    with pytest.raises(NotFound):
+        run.state()
+    assert run.id not in client.list()
+    with pytest.raises(UsageError, match=f"%mole state: .*{run.id}"):
+        shell.run_line_magic("mole", f"state {run.id}")
+
+
+def test_timeout_stops_waiting_while_the_run_goes_on(
+    shell: InteractiveShell, served: ServerProcess, capsys: pytest.CaptureFixture
+) -> None:
+    started = time.monotonic()
+    run = shell.run_cell_magic("mole", "sleepy.oms --timeout 1 --download r.csv", SLEEPY_SCRIPT)
+    try:
+        assert time.monotonic() - started < 15
+        out = capsys.readouterr().out
+        assert f"still running after 1 s; the execution goes on: {run.id}" in out
+        assert "nothing downloaded: the execution is running" in out
+        assert run.state().state == "running"
+    finally:
+        run.cancel()
+
+
+@pytest.fixture
+def finished(served: ServerProcess, client: MoleClient, tmp_path: Path) -> Execution:
+    """A finished execution of QUICK_SCRIPT, started by another notebook."""
+    other = tmp_path / "other-notebook"
+    other.mkdir()
+    (other / "quick.oms").write_text(QUICK_SCRIPT)
+    execution = Execution(
+        client, client.start(other, "quick.oms", tags={"notebook": "other.ipynb"})
+    )
+    assert execution.wait(timeout=60).state == "finished"
+    return execution
+
+
+def test_line_magics_print_for_a_person(
+    shell: InteractiveShell, finished: Execution, folder: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ident = finished.id
+    shell.run_line_magic("mole", "list")
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"id\s+state\s+script\s+jobs\s+notebook\s+age$", lines[0])
+    row = next(line for line in lines if line.startswith(ident))
+    assert re.match(rf"{ident}\s+finished\s+quick\.oms\s+4/4\s+other\.ipynb\s+\d+ s$", row)
+    assert not any(line.lstrip().startswith(("{", "[")) for line in lines)  # not JSON
+
+    shell.run_line_magic("mole", f"state {ident}")
+    assert capsys.readouterr().out.startswith(
+        "finished: 4/4 jobs (double: 0 ready 0 running 4 completed; local: "
+    )
+
+    shell.run_line_magic("mole", f"output {ident}")
+    assert sorted(capsys.readouterr().out.splitlines()) == [f"hello {x}" for x in range(4)]
+
+    shell.run_line_magic("mole", f"download {ident} r.csv")
+    target = folder / f"mole-{ident[:8]}" / "r.csv"
+    assert capsys.readouterr().out == f"downloaded {target}\n"
+    lines = target.read_text().split()
+    assert lines[0] == "x,y" and sorted(lines[1:]) == ["0,0", "1,2", "2,4", "3,6"]
+    target.write_text("edited\n")
+    with pytest.raises(UsageError, match="already exists"):
+        shell.run_line_magic("mole", f"download {ident} r.csv")
+    assert target.read_text() == "edited\n"
+    shell.run_line_magic("mole", f"download {ident} r.csv --overwrite")
+    assert target.read_text().startswith("x,y")
+
+    shell.run_line_magic("mole", f"download {ident} --to everything")  # the whole work directory
+    assert capsys.readouterr().out.endswith(f"downloaded {folder / 'everything'}\n")
+    assert (folder / "everything" / "quick.oms").read_text() == QUICK_SCRIPT
+    assert (folder / "everything" / "r.csv").is_file()
+
+    shell.run_line_magic("mole", "")  # the help, options included
+    help_text = capsys.readouterr().out
+    assert "%mole list" in help_text and "--no-wait" in help_text and "--password-file" in help_text
+    with pytest.raises(UsageError, match="unknown command"):
+        shell.run_line_magic("mole", "frobnicate")
+    with pytest.raises(UsageError, match=r"%mole download: execution no-such-id: "):
+        shell.run_line_magic("mole", "download no-such-id")
+
+
+def test_mistakes_stop_the_cell_with_a_message(
+    shell: InteractiveShell, served: ServerProcess, folder: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(UsageError, match="the script must be a file inside the notebook's folder"):
+        shell.run_cell_magic("mole", "../escape.oms", "EmptyTask()")
+    assert not (folder.parent / "escape.oms").exists()
+    with pytest.raises(UsageError, match="--tag takes key=value"):
+        shell.run_cell_magic("mole", "a.oms --tag oops", "EmptyTask()")
+    shell.run_cell_magic("mole", "--help", "EmptyTask()")  # the options, with their help
+    help_text = capsys.readouterr().out
+    assert "--timeout S           stop waiting after this many seconds" in help_text
+    assert "-o NAME, --output NAME" in help_text and "--tag <KEY=VALUE>" in help_text
+    with pytest.raises(UsageError, match="required: script"):
+        shell.run_cell_magic("mole", "", "EmptyTask()")
+    # A script the server cannot load: refused, and the cell fails (queued cells stop).
+    with pytest.raises(UsageError, match=r"%%mole: .*this_is_not_defined"):
+        shell.run_cell_magic("mole", "broken.oms", "this_is_not_defined")
+    # As a kernel runs a cell: one line of error, no traceback, and the cell counts as failed.
+    result = shell.run_cell("%%mole broken.oms\nthis_is_not_defined\n")
+    assert isinstance(result.error_in_exec, UsageError)
+
+
+# -- the execution handle ------------------------------------------------------------------
+def test_the_execution_handle(finished: Execution, folder: Path) -> None:
+    run = Execution(finished.client, finished.id, "quick.oms", folder)  # as a new kernel would
+    assert repr(run) == f"<Execution {run.id} quick.oms>"
+    assert run.state().state == "finished"
+    assert run.wait(timeout=5).completed == 4
+    assert sorted(run.output().splitlines()) == [f"hello {x}" for x in range(4)]
+
+    frame = run.results()  # the only result file of the work directory
+    assert sorted(frame["y"]) == [0, 2, 4, 6] and list(frame.columns) == ["x", "y"]
+    assert (folder / f"mole-{run.id[:8]}" / "r.csv").is_file()
+    assert run.download("r.csv", to="copies") == folder / "copies" / "r.csv"
+    assert run.download(to=folder / "all") == folder / "all"
+    assert (folder / "all" / "quick.oms").read_text() == QUICK_SCRIPT
+    with pytest.raises(DestinationExists):
+        run.download(to=folder / "all")
+
+
+def test_wait_gives_up_after_its_timeout(shell: InteractiveShell, served: ServerProcess) -> None:
+    run = shell.run_cell_magic("mole", "sleepy.oms --no-wait", SLEEPY_SCRIPT)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout, match=r"still running after 0\.5 s"):
+            run.wait(timeout=0.5)
+        assert time.monotonic() - started < 5
+    finally:
+        run.cancel()
+    assert run.wait(timeout=30).state == "cancelled"
+
+
+def write_gzip_json(path: Path, obj: object, text: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress((json.dumps(obj) if text is None else text).encode()))
+
+
+def omr_index(data_file: str, mode: str, names: list[str]) -> dict[str, Any]:
+    """An OpenMOLE result index, as OpenMOLE 15+ writes it (the fields read back)."""
+    return {
+        "format-version": "1.0",
+        "openmole-version": "16.0",
+        "method": {"method": "evolution"},
+        "data-file": [data_file],
+        "data-mode": mode,
+        "data-content": {
+            "section": [{"name": None, "variables": [{"name": n, "type": "Double"} for n in names]}]
+        },
+    }
+
+
+def test_results_load_openmole_omr_files(
+    shell: InteractiveShell, served: ServerProcess, folder: Path
+) -> None:
+    # One array per variable ("create" mode), and one entry per save ("append" mode).
+    write_gzip_json(folder / "sweep.omr", omr_index("sweep.omr-data/1.omd", "create", ["x", "y"]))
+    write_gzip_json(folder / "sweep.omr-data" / "1.omd", [[[0.0, 0.5, 1.0], [1.0, 2.5, 4.0]]])
+    write_gzip_json(
+        folder / "saves" / "evolution.omr",
+        omr_index("evolution.omr-data/2.omd", "append", ["generation", "fitness"]),
+    )
+    write_gzip_json(
+        folder / "saves" / "evolution.omr-data" / "2.omd",
+        None,
+        text="[[1, 0.9]],\n[[2, 0.4]],\n[[3, 0.1]]",
+    )
+    (folder / "summary.csv").write_text("a,b\n1,2\n")
+    run = shell.run_cell_magic("mole", "results.oms", "EmptyTask()")
+    # Results are read from what the server holds: not from the local copies.
+    (folder / "sweep.omr").unlink()
+    shutil.rmtree(folder / "sweep.omr-data")
+    shutil.rmtree(folder / "saves")
+
+    sweep = run.results("sweep.omr")  # the index, and the data file it names, are fetched
+    assert sweep.to_dict("list") == {"x": [0.0, 0.5, 1.0], "y": [1.0, 2.5, 4.0]}
+    assert (folder / f"mole-{run.id[:8]}" / "sweep.omr-data" / "1.omd").is_file()
+    evolution = run.results("saves/evolution.omr")
+    assert evolution.to_dict("list") == {"generation": [1, 2, 3], "fitness": [0.9, 0.4, 0.1]}
+    with pytest.raises(ValueError, match=r"result files found: (summary\.csv|sweep\.omr), "):
+        run.results()  # with no name, only when there is one result file
+    assert run.results("summary.csv").to_dict("list") == {"a": [1], "b": [2]}
+
+
+def test_an_omr_without_its_data_file_says_what_to_fetch(tmp_path: Path) -> None:
+    from jupyter_mole.kernel.omr import read_omr
+
+    index = tmp_path / "lost.omr"
+    write_gzip_json(index, omr_index("lost.omr-data/9.omd", "create", ["x"]))
+    with pytest.raises(
+        ValueError, match=r"its data file 9\.omd is missing; download the lost\.omr-data"
+    ):
+        read_omr(index)
+    index.write_text("not an index")
+    with pytest.raises(ValueError, match=r"lost\.omr is not an OpenMOLE \.omr result we can read"):
+        read_omr(index)
+
+
+# -- what gets uploaded ---------------------------------------------------------------------
+def work_directory(client: MoleClient, execution_id: str, path: str = "") -> set[str]:
+    names = set()
+    for entry in client.listing(execution_id, path):
+        name = f"{path}/{entry.name}".strip("/")
+        if entry.type == "directory":
+            names.add(name + "/")
+            names |= work_directory(client, execution_id, name)
+        else:
+            names.add(name)
+    return names
+
+
+def test_uploads_leave_out_default_ignores_and_what_moleignore_says(
+    shell: InteractiveShell, served: ServerProcess, client: MoleClient, folder: Path
+) -> None:
+    files = [
+        "keep.txt",
+        "data/input.csv",
+        "important.log",
+        "run.log",  # *.log, by .moleignore
+        "big/blob.bin",  # big/, by .moleignore
+        ".ipynb_checkpoints/analysis-checkpoint.ipynb",
+        ".git/config",
+        "__pycache__/model.cpython-311.pyc",
+        "sub/__pycache__/helper.cpython-311.pyc",
+        ".venv/lib/site.py",
+        "venv/lib/site.py",
+        "myenv/pyvenv.cfg",  # a virtual environment under any name
+        "myenv/lib/site.py",
+        "mole-1234abcd/result.csv",  # what an earlier download brought back
+    ]
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    (folder / ".moleignore").write_text("*.log\nbig/\n!important.log\n")
+
+    run = shell.run_cell_magic("mole", "check.oms", "EmptyTask()")
+    assert run.state().state == "finished"
+    assert work_directory(client, run.id) == {
+        ".moleignore",
+        "check.oms",
+        "data/",
+        "data/input.csv",
+        "important.log",
+        "keep.txt",
+        "sub/",
+    }
+
+
+def test_a_folder_above_the_size_cap_stops_with_the_largest_entries(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    client: MoleClient,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (folder / "huge.bin").write_bytes(os.urandom(30_000))
+    (folder / "data").mkdir()
+    (folder / "data" / "medium.bin").write_bytes(os.urandom(12_000))
+    (folder / "small.txt").write_text("small")
+    monkeypatch.setenv("MOLE_MAX_UPLOAD", "20K")
+    before = set(client.list())
+    with pytest.raises(UsageError) as refused:
+        shell.run_cell_magic("mole", "capped.oms", "EmptyTask()")
+    message = str(refused.value)
+    assert "more than the 20.0 KiB limit" in message
+    # The largest first, then how to leave them out.
+    assert re.search(r"largest entries:\n +huge\.bin +29\.3 KiB\n +data/ +11\.7 KiB\n", message)
+    assert "add them to .moleignore (gitignore syntax)" in message
+    assert "\n  /huge.bin\n  /data/\n" in message
+    assert "MOLE_MAX_UPLOAD" in message
+    assert set(client.list()) == before  # nothing was sent
+
+    (folder / ".moleignore").write_text("/huge.bin\n")  # as the message suggests
+    run = shell.run_cell_magic("mole", "capped.oms", "EmptyTask()")
+    assert "huge.bin" not in work_directory(client, run.id)
+    run.remove()
+
+    monkeypatch.setenv("MOLE_MAX_UPLOAD", "a lot")
+    with pytest.raises(UsageError, match="MOLE_MAX_UPLOAD='a lot': give a size in bytes"):
+        shell.run_cell_magic("mole", "capped.oms", "EmptyTask()")
+
+
+def test_a_large_upload_shows_its_progress(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    (folder / "data.bin").write_bytes(os.urandom(300_000))
+    shell.run_cell_magic("mole", "small.oms", "EmptyTask()")
+    assert "sending" not in capsys.readouterr().out  # small folders say nothing
+
+    monkeypatch.setattr(magics_module, "PROGRESS_THRESHOLD", 100_000)  # "large", for this test
+    shell.run_cell_magic("mole", "small.oms", "EmptyTask()")
+    out = capsys.readouterr().out
+    assert re.search(r"packing: [\d.]+ KiB / 293\.\d KiB \(100%\)\n", out)
+    assert re.search(r"sending: [\d.]+ KiB / [\d.]+ KiB \(100%\)\n", out)
+
+
+# -- the live view in a cell -------------------------------------------------------------
+def test_the_cell_shows_a_widget_in_a_kernel_and_text_without_one(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import IPython.display
+    import ipywidgets
+
+    shown: list[object] = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(shell, "kernel", object(), raising=False)  # as in ipykernel
+
+    run = shell.run_cell_magic("mole", "quick.oms", QUICK_SCRIPT)
+    assert len(shown) == 1 and isinstance(shown[0], ipywidgets.VBox)
+    panel = shown[0]
+    header, bar = panel.children[0], panel.children[1]
+    assert run.id in header.children[0].value and ">finished<" in header.children[1].value
+    assert (bar.children[0].value, bar.children[0].max) == (4, 4)
+    assert "finished:" not in capsys.readouterr().out  # no text progress beside a widget
+
+    monkeypatch.setenv("MOLE_NO_WIDGETS", "1")  # a front end without widgets
+    run = shell.run_cell_magic("mole", "quick.oms", QUICK_SCRIPT)
+    assert len(shown) == 1
+    out = capsys.readouterr().out
+    assert "hello 3" in out
+    assert out.rstrip().endswith(f"finished: 4 jobs completed ({run.id})")
+
+
+# -- which server ---------------------------------------------------------------------------
+def test_connect_with_a_password_file_beats_the_environment(
+    shell: InteractiveShell,
+    served: ServerProcess,
+    start_server: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    shell.run_line_magic("mole", "status")
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"connected to jupyter-mole (ours) at {served.url} (MOLE_URL)",
+        "version 0.1.0; API generation: token, job; engine: embedded",
+    ]
+
+    private = start_server(https=False, password="another secret")
+    secret = tmp_path / "password.txt"
+    secret.write_text("another secret\n")
+    secret.chmod(0o600)
+    shell.run_line_magic("mole", f"connect {private.url} --password-file {secret}")
+    assert capsys.readouterr().out.startswith(
+        f"connected to jupyter-mole (ours) at {private.url} (%mole connect)\n"
+    )
+    shell.run_line_magic("mole", "list")
+    assert capsys.readouterr().out == "no executions\n"
+    run = shell.run_cell_magic("mole", "quick.oms", QUICK_SCRIPT)
+    with MoleClient(private.url, "another secret") as mole:
+        assert mole.list() == [run.id]
+
+    secret.write_text("wrong\n")
+    with pytest.raises(UsageError, match=r"%mole connect: .*password"):
+        shell.run_line_magic("mole", f"connect {private.url} --password-file {secret}")
+    with pytest.raises(UsageError, match=r"%mole connect: cannot read the password file .*nowhere"):
+        shell.run_line_magic("mole", f"connect {private.url} --password-file {tmp_path}/nowhere")
+
+
+def test_the_environment_beats_the_connection_file(
+    shell: InteractiveShell,
+    jupyter_dirs: dict[str, Path],
+    start_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    recorded = start_server(https=False, password="recorded")
+    wanted = start_server(https=False, password="wanted")
+    write_connection_file(Connection(recorded.url, "recorded"))
+    secret = tmp_path / "wanted.txt"
+    secret.write_text("wanted\n")
+    monkeypatch.setenv("MOLE_URL", wanted.url)
+    monkeypatch.setenv("MOLE_PASSWORD_FILE", str(secret))
+    shell.run_line_magic("mole", "status")
+    assert capsys.readouterr().out.startswith(
+        f"connected to jupyter-mole (ours) at {wanted.url} (MOLE_URL)"
+    )
+
+
+def test_the_connection_file_is_used_when_nothing_is_set(
+    shell: InteractiveShell,
+    jupyter_dirs: dict[str, Path],
+    start_server: Any,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # As the Jupyter server extension writes it, for a server it runs or was pointed at.
+    recorded = start_server(https=False, password="recorded")
+    path = write_connection_file(Connection(recorded.url, "recorded"))
+    written = path.read_text()
+    shell.run_line_magic("mole", "status")
+    assert capsys.readouterr().out.startswith(
+        f"connected to jupyter-mole (ours) at {recorded.url} (the connection file)"
+    )
+    assert path.read_text() == written  # nothing else was started
+
+
+def test_the_embedded_server_is_started_when_nothing_else_and_outlives_the_kernel(
+    ipython: InteractiveShell,
+    jupyter_dirs: dict[str, Path],
+    folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # A connection file left by a server that has gone: not to be trusted.
+    gone = dead_pid()
+    write_connection_file(Connection("http://127.0.0.1:9", "old", kind="embedded", pid=gone))
+    cell = tmp_path / "cell.py"
+    cell.write_text("%%mole pi.oms --no-wait -o run\n" + PI_SCRIPT)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+    kernel = subprocess.run(
+        [sys.executable, str(driver), str(cell)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "RESULT ok" in kernel.stdout, kernel.stdout + kernel.stderr
+    ident = re.search(r"^ID (\S+)$", kernel.stdout, re.MULTILINE).group(1)  # type: ignore[union-attr]
+
+    # The kernel has exited; the server it started runs on, and says where it is.
+    path = jupyter_dirs["runtime"] / FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    recorded = read_connection_file(path)
+    assert recorded is not None and recorded.kind == "embedded" and recorded.password
+    assert recorded.url.startswith("http://127.0.0.1:") and recorded.pid not in (None, gone)
+    assert psutil.pid_exists(recorded.pid)  # type: ignore[arg-type]
+    executions = jupyter_dirs["data"] / "mole" / "executions"
+    assert (executions / ident).is_dir()  # its state is in Jupyter's data directory
+
+    # A new kernel finds it through the connection file and loses nothing.
+    ipython.extension_manager.loaded.discard("jupyter_mole")
+    ipython.run_line_magic("load_ext", "jupyter_mole")
+    try:
+        ipython.run_line_magic("mole", "status")
+        out = capsys.readouterr().out
+        assert out.startswith(
+            f"connected to jupyter-mole (ours) at {recorded.url} "
+            f"(embedded server (pid {recorded.pid}), the connection file)\n"
+        )
+        run = Execution(magics(ipython).client(), ident, folder=folder)
+        assert run.wait(timeout=90).state == "finished"
+        ipython.run_line_magic("mole", "list")
+        assert re.search(rf"^{ident}\s+finished\s+pi\.oms\s+100/100", capsys.readouterr().out, re.M)
+        assert run.results("result.csv")["pi_avg"][0] == pytest.approx(3.14, abs=0.05)
+        assert read_connection_file(path) == recorded  # reused, not replaced
+
+        # Once it has gone, the next magic starts another one (and records it).
+        assert stop_server(recorded.pid) == []  # type: ignore[arg-type]  # no stray worker
+        assert not psutil.pid_exists(recorded.pid)  # type: ignore[arg-type]
+        ipython.run_line_magic("mole", "status")
+        again = read_connection_file(path)
+        assert again is not None and again.pid != recorded.pid
+        assert f"(embedded server (pid {again.pid}), started by this kernel)" in (
+            capsys.readouterr().out
+        )
+    finally:
+        if magics(ipython)._client is not None:
+            magics(ipython)._client.close()
+
+
+def test_ctrl_c_while_waiting_cancels_the_execution_and_still_raises(
+    jupyter_dirs: dict[str, Path], start_server: Any, folder: Path, tmp_path: Path
+) -> None:
+    server = start_server(https=False)
+    cell = tmp_path / "cell.py"
+    cell.write_text("%%mole sleepy.oms -o run\n" + SLEEPY_SCRIPT)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {
+        **os.environ,
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "MOLE_URL": server.url,
+        "MOLE_PASSWORD": PASSWORD,
+    }
+    kernel = subprocess.Popen(
+        [sys.executable, str(driver), str(cell)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with MoleClient(server.url, PASSWORD) as mole:
+            deadline = time.monotonic() + 90
+            while True:  # until its jobs run
+                assert kernel.poll() is None, kernel.communicate()
+                assert time.monotonic() < deadline, "the jobs never started"
+                ids = mole.list()
+                if ids and mole.state(ids[0]).running > 0:
+                    break
+                time.sleep(0.2)
+            sleeping = [
+                p for p in psutil.Process(server.process.pid).children(recursive=True)
+                if p.name() == "sleep"
+            ]  # fmt: skip
+            assert sleeping
+            kernel.send_signal(signal.SIGINT)
+            out, err = kernel.communicate(timeout=60)
+            assert "RESULT KeyboardInterrupt" in out, out + err
+            assert f"interrupted: cancelling {ids[0]}" in err
+            assert f"ID {ids[0]}" in out
+            assert mole.state(ids[0]).state == "cancelled"
+        _, alive = psutil.wait_procs(sleeping, timeout=15)
+        assert not alive, f"sleep processes left running: {alive}"
+    finally:
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.communicate()
