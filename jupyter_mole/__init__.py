@@ -25,3 +25,7 @@ def _load_jupyter_server_extension(serverapp: object) -> None:
     from .labserver import load_jupyter_server_extension
 
     load_jupyter_server_extension(serverapp)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-mole"}]
