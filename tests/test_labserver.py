@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -103,6 +104,27 @@ class Api:
         for secret in secrets:
             if secret:
                 assert not any(secret in text for text in self.seen), "a secret reached the browser"
+
+
+class Records(logging.Handler):
+    """What a logger says while attached (independent of pytest's log capture)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger, self.records = logger, []  # type: ignore[var-annotated]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.DEBUG) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+    def __enter__(self) -> Records:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
 
 
 def backend_of(serverapp: Any) -> Backend:

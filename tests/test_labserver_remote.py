@@ -26,6 +26,7 @@ from jupyter_mole.client import MoleClient
 from tests.servers import SLEEPY_SCRIPT, ServerProcess
 from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name)
     Api,
+    Records,
     api_fixture,
     backend_of,
     jp_server_config_fixture,
@@ -69,16 +70,16 @@ async def test_a_pinned_https_backend_through_every_route(
     jp_root_dir: Path,
     jp_runtime_dir: Path,
     mole_server: ServerProcess,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = backend_of(jp_serverapp)
     await backend.connect()
+    with Records(backend.log) as logged:  # what it logs at start, once more
+        await backend.connect(force=True)
+    assert f"backend jupyter-mole at {mole_server.url}" in " ".join(logged.messages(logging.INFO))
     service = await api("service")
     assert service["kind"] == "jupyter-mole" and service["embedded"] is False
     assert service["url"] == mole_server.url and service["problem"] is None
     assert service["info"]["auth"] == "token" and "cancel" in service["info"]["features"]
-    logged = [r.getMessage() for r in caplog.get_records("setup") + caplog.get_records("call")]
-    assert any(f"backend jupyter-mole at {mole_server.url}" in m for m in logged)  # at start
 
     # the connection file points kernels at the same backend, pinned
     path = jp_runtime_dir / connection.FILE_NAME
@@ -137,15 +138,14 @@ async def test_a_backend_that_cannot_be_trusted_is_reported_not_fatal(
 
 @configured(remote(verify_tls=False), ids=["verify-off"])
 @on_loop
-async def test_tls_verification_off_works_with_a_warning(
-    jp_serverapp: Any, api: Api, caplog: pytest.LogCaptureFixture
-) -> None:
-    await backend_of(jp_serverapp).connect()
+async def test_tls_verification_off_works_with_a_warning(jp_serverapp: Any, api: Api) -> None:
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    with Records(backend.log) as logged:  # what it logs at start, once more
+        await backend.connect(force=True)
+    assert any("Mole.verify_tls = False" in m for m in logged.messages(logging.WARNING))
     assert (await api("service"))["problem"] is None
     assert isinstance(await api("executions"), list)
-    records = caplog.get_records("setup") + caplog.get_records("call")  # logged at start
-    warnings = [r for r in records if r.levelno == logging.WARNING]
-    assert any("Mole.verify_tls = False" in r.getMessage() for r in warnings)
 
 
 def free_port() -> int:
