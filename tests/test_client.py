@@ -645,7 +645,7 @@ def sleeping_jobs(server: ServerProcess) -> list[int]:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a race: it shows about one run in eight, so it cannot be strict
     reason="server (engine) race: POST /job/:id/cancel (or DELETE /job/:id) within ~0.2 s of "
     "POST /job answers 'cancelled', yet about one time in eight a job starts anyway and its "
     "`sleep 30` runs on, holding a Dask worker for 30 s (the next execution waits for it)",
