@@ -661,7 +661,7 @@ def bench_transfer(args: argparse.Namespace, root: Path) -> list[tuple[str, ...]
     print()
     _table(
         [
-            ("phase", "seconds", "MB/s", "notes"),
+            ("phase", "seconds", "MiB/s", "notes"),
             (
                 "tar czf (packing, once)",
                 f"{tar_czf:.2f}",
