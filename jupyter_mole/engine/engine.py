@@ -14,15 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .context import ExecutionContext
-from .dsl.environments import Environment, LocalEnvironment
+from .dsl.batch_environments import BatchEnvironment
+from .dsl.environments import DaskEnvironment, Environment, LocalEnvironment, SSHEnvironment
 from .dsl.puzzle import Puzzle, as_puzzle
 from .environments import EnvironmentRuntime, LocalClusterManager
+from .environments.batch import BatchClusterManager
+from .environments.remote import DaskSchedulerManager, SSHClusterManager
 from .errors import WorkflowError
 from .execution import Execution
 from .output import OutputLog
 from .script import load_script
 
 __all__ = ["Engine"]
+
+_SUPPORTED = (LocalEnvironment, DaskEnvironment, SSHEnvironment, BatchEnvironment)
 
 
 class Engine:
@@ -41,9 +46,27 @@ class Engine:
         self._closed = False
 
     def _runtime(self, environment: Environment, context: ExecutionContext) -> EnvironmentRuntime:
+        """The runtime of ``environment`` for one execution.
+
+        Local environments share the engine's LocalCluster; every other kind
+        gets a cluster (or client) of the execution's own, closed when it ends.
+        """
         if isinstance(environment, LocalEnvironment):
             return EnvironmentRuntime(environment, self.cluster.connect, context, environment.n)
-        raise WorkflowError(f"the embedded engine cannot run on {type(environment).__name__} yet")
+        manager: BatchClusterManager | DaskSchedulerManager | SSHClusterManager
+        if isinstance(environment, BatchEnvironment):
+            directory = self.state_directory / "batch" / context.id / environment.name
+            manager = BatchClusterManager(environment, directory, context)
+            slots: int | None = environment.slots
+        elif isinstance(environment, DaskEnvironment):
+            manager = DaskSchedulerManager(environment, context)
+            slots = environment.slots
+        elif isinstance(environment, SSHEnvironment):
+            manager = SSHClusterManager(environment, context)
+            slots = environment.slots
+        else:
+            raise WorkflowError(f"the embedded engine cannot run on {type(environment).__name__}")
+        return EnvironmentRuntime(environment, manager.connect, context, slots, manager.close)
 
     def warm_up(self) -> None:
         """Start the shared cluster now rather than at the first job."""
@@ -82,9 +105,10 @@ class Engine:
         return execution
 
     def _runtime_check(self, environment: Environment) -> None:
-        if not isinstance(environment, LocalEnvironment):
+        if not isinstance(environment, _SUPPORTED):
             raise WorkflowError(
-                f"the embedded engine cannot run on {type(environment).__name__} yet"
+                f"the embedded engine cannot run on {type(environment).__name__}: use one of "
+                + ", ".join(t.__name__ for t in _SUPPORTED)
             )
 
     def run_script(self, script: str | Path, work_directory: str | Path | None = None) -> Execution:

@@ -7,6 +7,7 @@
      |    +-- ScalaScriptError  the script is OpenMOLE Scala: it needs an OpenMOLE server
      +-- WorkflowError          a workflow that cannot run as written (missing input, bad type)
      +-- JobError               a job failed on its environment (task, inputs, worker traceback)
+     +-- EnvironmentFailure     an environment cannot run jobs (unreachable, refuses batch jobs)
 
 Messages are written for the modeller, not for us: each says what was wrong and,
 where there is one, what to do.
@@ -14,7 +15,14 @@ where there is one, what to do.
 
 from __future__ import annotations
 
-__all__ = ["JobError", "MoleError", "ScalaScriptError", "ScriptError", "WorkflowError"]
+__all__ = [
+    "EnvironmentFailure",
+    "JobError",
+    "MoleError",
+    "ScalaScriptError",
+    "ScriptError",
+    "WorkflowError",
+]
 
 
 class MoleError(Exception):
@@ -62,3 +70,11 @@ class JobError(MoleError):
         super().__init__(message, stack_trace)
         self.task = task
         self.inputs = inputs or {}
+
+
+class EnvironmentFailure(MoleError):
+    """An environment cannot run jobs: its cluster is unreachable, refuses jobs, or loses them all."""
+
+    def __init__(self, environment: str, message: str, stack_trace: str | None = None) -> None:
+        super().__init__(message, stack_trace)
+        self.environment = environment

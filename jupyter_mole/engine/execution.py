@@ -9,6 +9,7 @@ stops running jobs for real and keeps the files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import threading
@@ -173,6 +174,7 @@ class Execution:
         finally:
             try:
                 evaluator.close()
+                await self._close_runtimes()
             finally:
                 self.context.output.close()
                 shutil.rmtree(self.context.scratch_directory, ignore_errors=True)
@@ -182,6 +184,20 @@ class Execution:
                     except Exception:
                         logger.exception("a callback at the end of execution %s failed", self.id)
                 self._done.set()
+
+    async def _close_runtimes(self) -> None:
+        """Close the clusters this execution started (batch jobs, SSH workers), even if cancelled again."""
+        closing = asyncio.ensure_future(
+            asyncio.gather(*(r.close() for r in self._runtimes.values()), return_exceptions=True)
+        )
+        while not closing.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(closing)
+        for outcome in closing.result():
+            if isinstance(outcome, BaseException):
+                logger.warning(
+                    "closing an environment of execution %s failed: %s", self.id, outcome
+                )
 
     def _end(self, state: State, error: str | None = None, stack_trace: str | None = None) -> None:
         self.ended = time.time()

@@ -21,7 +21,21 @@ from .dsl.values import Val
 __all__ = ["name_assignments", "name_objects"]
 
 # DSL constructors taking a name= keyword; Val also takes it as its second argument.
-_NAMED = {"Val", "PythonTask", "SystemExecTask", "EmptyTask", "LocalEnvironment"}
+_NAMED = {
+    "Val",
+    "PythonTask",
+    "SystemExecTask",
+    "EmptyTask",
+    "LocalEnvironment",
+    "DaskEnvironment",
+    "SSHEnvironment",
+    "SLURMEnvironment",
+    "PBSEnvironment",
+    "SGEEnvironment",
+    "HTCondorEnvironment",
+    "LSFEnvironment",
+    "OAREnvironment",
+}
 
 
 def _with_name(call: ast.expr, name: str) -> None:

@@ -6,7 +6,15 @@ DSL is in an OpenMOLE script.
 
 from __future__ import annotations
 
-from .environments import Environment, LocalEnvironment
+from .batch_environments import (
+    HTCondorEnvironment,
+    LSFEnvironment,
+    OAREnvironment,
+    PBSEnvironment,
+    SGEEnvironment,
+    SLURMEnvironment,
+)
+from .environments import DaskEnvironment, Environment, LocalEnvironment, SSHEnvironment
 from .hooks import CopyFileHook, CSVHook, DisplayHook, Hook, display
 from .methods import DirectSampling, Method, Replication
 from .puzzle import Capsule, Puzzle, Sequence
@@ -21,20 +29,28 @@ __all__ = [
     "Capsule",
     "CopyFileHook",
     "Cross",
+    "DaskEnvironment",
     "DirectSampling",
     "DisplayHook",
     "EmptyTask",
     "Environment",
     "Factor",
     "File",
+    "HTCondorEnvironment",
     "Hook",
+    "LSFEnvironment",
     "LocalEnvironment",
     "LogRange",
     "Method",
+    "OAREnvironment",
+    "PBSEnvironment",
     "Puzzle",
     "PythonTask",
     "Range",
     "Replication",
+    "SGEEnvironment",
+    "SLURMEnvironment",
+    "SSHEnvironment",
     "Sampling",
     "Sequence",
     "SystemExecTask",

@@ -34,13 +34,24 @@ DASK_CONFIG = {
 
 
 class ClusterConnection:
-    """A Dask client plus the routing of chunk-start events to whoever waits for them."""
+    """A Dask client plus the routing of chunk-start events to whoever waits for them.
+
+    ``broken`` is set (with the error) when the cluster can no longer run
+    anything, such as a batch system refusing every job: the runtime stops
+    waiting for results then, instead of waiting forever for workers.
+    """
 
     def __init__(self, client: Client, slots: int) -> None:
         self.client = client
         self.slots = slots
+        self.broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._on_start: dict[str, Callable[[str | None], None]] = {}
         client.subscribe_topic(START_TOPIC, self._started)
+
+    def break_with(self, error: BaseException) -> None:
+        if not self.broken.done():
+            self.broken.set_exception(error)
+            self.broken.exception()  # retrieved: no "never retrieved" warning if nobody waits
 
     def _started(self, event: Any) -> None:
         _, message = event

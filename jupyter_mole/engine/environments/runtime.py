@@ -105,10 +105,12 @@ class EnvironmentRuntime:
         connect: Callable[[], Awaitable[ClusterConnection]],
         context: ExecutionContext,
         slots: int | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.environment = environment
         self.name = environment.name
         self._connect = connect
+        self._close = close
         self.context = context
         self._slots = slots
         self._semaphore: asyncio.Semaphore | None = None
@@ -151,10 +153,23 @@ class EnvironmentRuntime:
         counts = self.context.progress.capsule(capsule.name)
         counts.ready += len(rows)
         run = _CapsuleRun(self, connection, capsule, names, rows, sizer, sink)
+        work = asyncio.ensure_future(run.all())
         try:
-            await run.all()
+            await asyncio.wait({work, connection.broken}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                connection.broken.result()  # raises why the cluster cannot run jobs
+            work.result()
         finally:
+            if not work.done():
+                work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
             await run.cancel_outstanding()
+
+    async def close(self) -> None:
+        """Release what this execution holds on the environment (its own cluster, if any)."""
+        if self._close is not None:
+            await self._close()
 
 
 class _CapsuleRun:
