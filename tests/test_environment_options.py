@@ -150,8 +150,15 @@ def test_what_is_not_given_is_left_to_the_queue_defaults() -> None:
             ["#OAR -q default", "walltime=01:00:00", "#OAR -t besteffort", "#OAR --project p"],
         ),
         (
-            HTCondorEnvironment(memory=2000, requirements='Arch == "X86_64"', wall_time=600),
-            ['requirements = Arch == "X86_64"', "+MaxRuntime = 600", "MY.DaskWorkerMemory"],
+            HTCondorEnvironment(
+                memory=2000, requirements='Arch == "X86_64"', wall_time=600, account="grp"
+            ),
+            [
+                'requirements = Arch == "X86_64"',
+                "+MaxRuntime = 600",
+                "MY.DaskWorkerMemory = 2000000000",
+                "accounting_group = grp",
+            ],
         ),
     ],
     ids=["pbs", "pbs-resource-spec", "sge", "lsf", "oar", "htcondor"],

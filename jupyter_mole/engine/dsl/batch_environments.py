@@ -126,6 +126,7 @@ class BatchEnvironment(Environment):
     jobqueue_class: ClassVar[str] = ""
     cancel_command: ClassVar[str] = ""
     wall_time_directive: ClassVar[str] = ""  # how dask-jobqueue's wall time line is recognised
+    account_option: ClassVar[str] = "account"  # dask-jobqueue's name for it
 
     def __init__(
         self,
@@ -179,7 +180,7 @@ class BatchEnvironment(Environment):
         if self.queue is not None:
             options["queue"] = self.queue
         if self.account is not None:
-            options["account"] = self.account
+            options[self.account_option] = self.account
         if self.wall_time is not None:
             options["walltime"] = clock(self.wall_time)
         elif self.wall_time_directive:
@@ -243,7 +244,26 @@ class SLURMEnvironment(BatchEnvironment):
         return options
 
 
-class PBSEnvironment(BatchEnvironment):
+class _ResourceSpecEnvironment(BatchEnvironment):
+    """A batch system whose resources are one ``-l`` line, given whole as ``resource_spec``."""
+
+    def __init__(self, *, resource_spec: str | None = None, **common: Any) -> None:
+        super().__init__(**common)
+        label = f"{type(self).__name__}: resource_spec"
+        self.resource_spec = optional_text(resource_spec, label)
+
+    def default_resource_spec(self) -> str | None:
+        return None
+
+    def jobqueue_options(self) -> dict[str, Any]:
+        options = super().jobqueue_options()
+        spec = self.resource_spec or self.default_resource_spec()
+        if spec is not None:
+            options["resource_spec"] = spec
+        return options
+
+
+class PBSEnvironment(_ResourceSpecEnvironment):
     """PBS / Torque (``qsub``). ``resource_spec`` is the ``-l`` line (e.g.
     ``"nodes=1:ppn=4"``); by default it is made from ``cores`` and ``memory``."""
 
@@ -252,40 +272,22 @@ class PBSEnvironment(BatchEnvironment):
     cancel_command = "qdel"
     wall_time_directive = "-l walltime="
 
-    def __init__(self, *, resource_spec: str | None = None, **common: Any) -> None:
-        super().__init__(**common)
-        self.resource_spec = optional_text(resource_spec, "PBSEnvironment: resource_spec")
-
-    def jobqueue_options(self) -> dict[str, Any]:
-        options = super().jobqueue_options()
-        if self.resource_spec is not None:
-            options["resource_spec"] = self.resource_spec
-        elif self.memory is None:
-            options["resource_spec"] = f"nodes=1:ppn={self.cores}"
-        return options
+    def default_resource_spec(self) -> str | None:
+        # With a memory, dask-jobqueue writes select=1:ncpus=..:mem=.. itself.
+        return f"nodes=1:ppn={self.cores}" if self.memory is None else None
 
 
-class SGEEnvironment(BatchEnvironment):
+class SGEEnvironment(_ResourceSpecEnvironment):
     """Sun / Son of / Univa Grid Engine (``qsub``); ``account`` is the project."""
 
     kind = "sge"
     jobqueue_class = "SGECluster"
     cancel_command = "qdel"
     wall_time_directive = "-l h_rt="
+    account_option = "project"
 
-    def __init__(self, *, resource_spec: str | None = None, **common: Any) -> None:
-        super().__init__(**common)
-        self.resource_spec = optional_text(resource_spec, "SGEEnvironment: resource_spec")
-
-    def jobqueue_options(self) -> dict[str, Any]:
-        options = super().jobqueue_options()
-        if "account" in options:
-            options["project"] = options.pop("account")
-        if self.resource_spec is not None:
-            options["resource_spec"] = self.resource_spec
-        elif self.memory is not None:
-            options["resource_spec"] = f"h_vmem={self.memory}M"
-        return options
+    def default_resource_spec(self) -> str | None:
+        return None if self.memory is None else f"h_vmem={self.memory}M"
 
 
 class HTCondorEnvironment(BatchEnvironment):
@@ -295,6 +297,7 @@ class HTCondorEnvironment(BatchEnvironment):
     kind = "htcondor"
     jobqueue_class = "HTCondorCluster"
     cancel_command = "condor_rm"
+    account_option = "accounting_group"
 
     def __init__(
         self, *, requirements: str | None = None, disk: Any = "1 GB", **common: Any
@@ -315,8 +318,8 @@ class HTCondorEnvironment(BatchEnvironment):
             directives["requirements"] = self.requirements
         if walltime is not None and self.wall_time is not None:
             directives["+MaxRuntime"] = str(self.wall_time)
-        if "account" in options:
-            directives["accounting_group"] = options.pop("account")
+        if "accounting_group" in options:
+            directives["accounting_group"] = options.pop("accounting_group")
         options["job_extra_directives"] = directives
         options["disk"] = f"{self.disk}MB"
         return options
@@ -329,11 +332,10 @@ class LSFEnvironment(BatchEnvironment):
     jobqueue_class = "LSFCluster"
     cancel_command = "bkill"
     wall_time_directive = "#BSUB -W "
+    account_option = "project"
 
     def jobqueue_options(self) -> dict[str, Any]:
         options = super().jobqueue_options()
-        if "account" in options:
-            options["project"] = options.pop("account")
         if self.wall_time is not None:
             options["walltime"] = clock(self.wall_time, with_seconds=False)
         options["use_stdin"] = True
@@ -348,6 +350,7 @@ class OAREnvironment(BatchEnvironment):
     kind = "oar"
     jobqueue_class = "OARCluster"
     cancel_command = "oardel"
+    account_option = "project"
 
     def __init__(self, *, best_effort: bool = False, **common: Any) -> None:
         super().__init__(**common)
@@ -359,8 +362,6 @@ class OAREnvironment(BatchEnvironment):
 
     def jobqueue_options(self) -> dict[str, Any]:
         options = super().jobqueue_options()
-        if "account" in options:
-            options["project"] = options.pop("account")
         if self.best_effort:
             options["job_extra_directives"].append("-t besteffort")
         # OAR has no memory request of its own; dask-jobqueue warns unless told so.
