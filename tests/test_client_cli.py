@@ -153,7 +153,7 @@ def test_missing_url_says_how_to_give_one(tmp_path: Path) -> None:
 def test_options_instead_of_environment(mole_server: ServerProcess, tmp_path: Path) -> None:
     env = environment(None, tmp_path)
     secret = tmp_path / "secret"
-    secret.write_text(PASSWORD)
+    secret.write_text(f"{PASSWORD}  \r\nsecond line\n")  # read as the server reads it: stripped
     common = ["--url", mole_server.url, "--password-file", secret]
     listed = mole("list", *common, "--ca-file", mole_server.certfile or "", env=env)
     assert listed.returncode == 0, listed.stderr

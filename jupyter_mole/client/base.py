@@ -24,12 +24,16 @@ C = TypeVar("C", bound="ClientBase")
 
 
 def read_password_file(path: str | os.PathLike[str]) -> str:
-    """The first line of ``path``, as ``jupyter-mole serve --password-file`` reads it."""
+    """The first line of ``path``, stripped, exactly as ``jupyter-mole serve --password-file`` reads it.
+
+    Both sides must read the same file the same way: a trailing space or a
+    Windows line end would otherwise make the one password two.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ValueError(f"cannot read the password file {path}: {e.strerror}") from None
-    password = text.splitlines()[0] if text else ""
+    password = text.splitlines()[0].strip() if text else ""
     if not password:
         raise ValueError(f"the password file {path} is empty")
     return password
