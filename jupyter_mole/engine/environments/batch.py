@@ -24,6 +24,9 @@ import contextlib
 import logging
 import re
 import shlex
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,8 +134,7 @@ class BatchClusterManager:
             return self._connection
 
     async def _start(self) -> ClusterConnection:
-        import dask_jobqueue
-
+        dask_jobqueue = import_jobqueue()
         environment = self.environment
         cluster_class = getattr(dask_jobqueue, environment.jobqueue_class)
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -246,6 +248,29 @@ class BatchClusterManager:
             self._cluster = None
 
 
+def import_jobqueue() -> Any:
+    """dask_jobqueue, imported without letting it take over Ctrl-C.
+
+    Its ``runner`` module sets a SIGINT handler that exits the process when
+    imported, which fails outside the main thread (the engine's loop runs in
+    its own) and would replace the server's or the kernel's own handling in it.
+    """
+    module = sys.modules.get("dask_jobqueue")
+    if module is not None:
+        return module
+    previous = signal.getsignal(signal.SIGINT)
+    original = signal.signal
+    if threading.current_thread() is not threading.main_thread():
+        signal.signal = lambda signalnum, handler: previous  # type: ignore[assignment]
+    try:
+        import dask_jobqueue
+    finally:
+        signal.signal = original
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
 def _job_class(base: type, manager: BatchClusterManager) -> type:
     """The cluster's job class, reporting refused submissions and closing cleanly."""
 
@@ -257,6 +282,7 @@ def _job_class(base: type, manager: BatchClusterManager) -> type:
                 # Raising would leave a job that never was in the cluster's plan forever,
                 # and adaptive scaling would not replace it: report and drop it instead.
                 manager.submission_failed(self, error)
+                self.status = Status.running  # what the cluster awaits; closed when dropped
 
         async def close(self) -> None:
             try:

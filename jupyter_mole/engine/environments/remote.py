@@ -139,8 +139,14 @@ class SSHClusterManager(_RemoteManager):
             cluster = SSHCluster(
                 [env.host] * (env.slots + 1),
                 connect_options=connect_options,
-                worker_options={"nthreads": 1},
-                scheduler_options={"port": 0, "dashboard_address": "127.0.0.1:0"},
+                # Bound to the address we reach the host at: Dask would pick the host's
+                # default-route interface, which may be one we cannot reach.
+                worker_options={"nthreads": 1, "host": env.host},
+                scheduler_options={
+                    "port": 0,
+                    "host": env.host,
+                    "dashboard_address": "127.0.0.1:0",
+                },
                 remote_python=env.python,
                 asynchronous=True,
             )
@@ -154,12 +160,13 @@ class SSHClusterManager(_RemoteManager):
         env = self.environment
         where = f"{env.user}@{env.host}:{env.port}"
         name = type(error).__name__
-        if name == "PermissionDenied":
+        # SSHCluster wraps asyncssh's errors in a RuntimeError("Cluster failed to start: ...").
+        if name == "PermissionDenied" or "Permission denied" in str(error):
             return (
                 f"SSH authentication to {where} was refused ({error}): check the user and that "
                 f"the key{'' if env.key is None else f' {env.key}'} is in the host's authorized_keys"
             )
-        if name == "HostKeyNotVerifiable":
+        if name == "HostKeyNotVerifiable" or "Host key is not trusted" in str(error):
             return (
                 f"the SSH host key of {where} is not in {env.known_hosts} ({error}): connect once "
                 f"with `ssh -p {env.port} {where.rsplit(':', 1)[0]}` to add it, or give known_hosts"
