@@ -343,6 +343,40 @@ def test_a_refused_start_leaves_no_execution(
     assert http.post("/list", data={"token": token}).json() == before
 
 
+# -- an upload refused before it is read -------------------------------------------------------
+
+# (headers, query string, status) of requests answered before their body is read.
+EARLY = {
+    "bad-token": ({"Authorization": "Bearer not-a-token"}, "", 401),
+    "token-not-utf8": ({}, "?token=%FF", 400),
+}
+
+
+@pytest.mark.parametrize("route", ["/start", "/job"])
+@pytest.mark.parametrize("case", list(EARLY))
+def test_an_upload_refused_before_it_is_read_says_the_connection_closes(
+    mole_server: ServerProcess, token: str, route: str, case: str
+) -> None:
+    """Tornado closes the connection after such an answer: a keep-alive client must be told.
+
+    Told nothing, the client pools the connection and, now and then, its next request
+    meets the closed socket: "Server disconnected without sending a response".
+    """
+    headers, query, status = EARLY[case]
+    big = {"workDirectory": ("work.tgz", b"\0" * 512 * 1024, "application/gzip")}
+    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=60) as client:
+        for _ in range(5):
+            answer = client.post(route + query, headers=headers, data={"script": "x"}, files=big)
+            assert answer.status_code == status, answer.text
+            assert answer.headers.get("Connection", "").lower() == "close", answer.headers
+            answer = client.post("/state", data={"token": token, "id": "no-such-execution"})
+            assert answer.status_code == 417 and answer.json() == NOT_FOUND
+        # Refused once read (no script), an upload leaves the connection open for the next.
+        answer = client.post(route, headers={"Authorization": f"Bearer {token}"}, files=big)
+        assert answer.status_code == 417, answer.text
+        assert "Connection" not in answer.headers
+
+
 # -- routes that take an id ----------------------------------------------------------------------
 
 

@@ -4,10 +4,19 @@ This is the server's domain, kept free of HTTP so that handlers stay thin and
 the same logic serves both API generations. Live executions come from the
 engine; past ones (finished, or interrupted by a restart) from the registry,
 through the same methods.
+
+Clients poll the state of an execution many times a second, so finding one must
+not cost an SQLite lookup each time: a running execution is found in memory, and
+the record of an ended one is kept in a small cache once read. Both are safe
+because one server process owns its state directory (a server starting marks the
+executions a previous one left running as interrupted): a record changes only
+through this manager, when an execution it started ends (saved before the
+execution says it is done) or is removed (which drops it from memory too).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import shutil
@@ -33,6 +42,7 @@ from ..protocol import (
 __all__ = ["ExecutionManager", "FileMissing", "Limits", "NotFound", "Refused", "ServiceError"]
 
 WORK = "workDirectory"
+ENDED_CACHE = 512  # records of ended executions kept in memory, the most recently read
 
 
 class ServiceError(Exception):
@@ -82,7 +92,15 @@ class ExecutionManager:
         self.limits = limits or Limits()
         self.registry = Registry(state_directory / "executions")
         self.interrupted = self.registry.mark_interrupted()
-        self._live: dict[str, Execution] = {}
+        # Running executions started by this process, with the record saved when they started.
+        self._live: dict[str, tuple[Execution, ExecutionRecord]] = {}
+        # Records of ended executions (final until removed), most recently read last.
+        self._ended_records: collections.OrderedDict[str, ExecutionRecord] = (
+            collections.OrderedDict()
+        )
+        # Bumped by every removal: a record read from the registry before a removal may be
+        # that of the removed execution, and must not go into the cache after it.
+        self._removals = 0
         # The error logs of the executions started by this process, kept after they end so
         # that every token's "errors since my last query" cursor still gets what it missed.
         self._logs: dict[str, ErrorLog] = {}
@@ -149,7 +167,7 @@ class ExecutionManager:
             with self._lock:
                 self._logs[execution_id] = execution.context.errors
                 if not execution.done:
-                    self._live[execution_id] = execution
+                    self._live[execution_id] = (execution, record)
             return execution_id
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -192,18 +210,44 @@ class ExecutionManager:
 
     # -- reading -----------------------------------------------------------------------
     def _find(self, execution_id: str | None) -> tuple[Execution | None, ExecutionRecord]:
+        """The engine's execution (until it is found ended) and the record of an id.
+
+        A running execution and a cached ended record answer without the registry.
+        """
         if not execution_id:
             raise Refused("id is missing")
+        with self._lock:
+            live = self._live.get(execution_id)
+            if live is not None:
+                if not live[0].done:
+                    return live
+                # Its record was saved when it ended (before ``done``): read it from there,
+                # this once, like any other ended execution's.
+                del self._live[execution_id]
+            elif (cached := self._ended_records.get(execution_id)) is not None:
+                self._ended_records.move_to_end(execution_id)
+                return None, cached
+            removals = self._removals
         record = self.registry.get(execution_id)
         if record is None:
             raise NotFound("Execution not found")
+        if record.state is not State.RUNNING:
+            self._remember(record, removals)
+        return (live[0] if live is not None else None), record
+
+    def _remember(self, record: ExecutionRecord, removals: int) -> None:
+        """Cache an ended execution's record, unless a removal came since it was read.
+
+        An ended record changes only by its removal; one read just before a removal
+        would otherwise come back into the cache after it, and answer forever.
+        """
         with self._lock:
-            execution = self._live.get(execution_id)
-            if execution is not None and execution.done:
-                # Its record was saved when it ended: read it from there from now on.
-                del self._live[execution_id]
-                record = self.registry.get(execution_id) or record
-        return execution, record
+            if self._removals != removals:
+                return
+            self._ended_records[record.id] = record
+            self._ended_records.move_to_end(record.id)
+            while len(self._ended_records) > ENDED_CACHE:
+                self._ended_records.popitem(last=False)
 
     def state(self, execution_id: str | None, reader: str | None = None) -> ExecutionState:
         """The state; ``reader`` gets only the environment errors it has not seen yet."""
@@ -271,7 +315,7 @@ class ExecutionManager:
         """Executions with details, newest first, and how many there are in all."""
         records = self.registry.list(offset, limit)
         with self._lock:
-            live = dict(self._live)
+            live = {execution_id: execution for execution_id, (execution, _) in self._live.items()}
         return [self._info(live.get(r.id), r) for r in records], self.registry.count()
 
     def output(
@@ -351,6 +395,9 @@ class ExecutionManager:
             self._logs.pop(record.id, None)
         self.engine.executions.pop(record.id, None)
         self.registry.remove(record.id)
+        with self._lock:
+            self._removals += 1
+            self._ended_records.pop(record.id, None)
 
     def close(self) -> None:
         self.registry.close()

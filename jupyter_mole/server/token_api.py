@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from asyncio import Future
 from typing import Any
 
 import tornado.web
@@ -11,7 +12,7 @@ from tornado.ioloop import IOLoop
 from .. import archive
 from ..protocol import Token, error_body
 from .auth import bearer_or_query
-from .base import BaseHandler
+from .base import BaseHandler, http_error_message
 from .manager import ServiceError
 from .uploads import BadBody, BodyTooLarge, FieldTooLarge, StreamingBody
 
@@ -50,10 +51,12 @@ class StreamingStart(BaseHandler):
     body: StreamingBody | None = None
     # A mistake found in the body (malformed multipart...) is answered once the body is in:
     # the connection stays usable. An upload that is refused whole (over the cap, a bad
-    # token) is answered at once, without reading it; the connection is then closed, but
-    # only once the body has ended or LINGER seconds have passed, as web servers' "lingering
-    # close" does: closing on a client still sending makes its system reset the connection,
-    # often before the client has read the answer.
+    # or undecodable token) is answered at once, without reading it; the connection is then
+    # closed, but only once the body has ended or LINGER seconds have passed, as web servers'
+    # "lingering close" does: closing on a client still sending makes its system reset the
+    # connection, often before the client has read the answer. Any other answer given before
+    # the body is in (a method tornado refuses at once, a 500 in prepare) says
+    # ``Connection: close`` too: see ``flush``.
     body_error: tuple[int, str] | None = None
     answered_early = False
     LINGER = 2.0
@@ -64,9 +67,11 @@ class StreamingStart(BaseHandler):
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > cap:
             return self.answer_early(413, BodyTooLarge.message(cap))
-        early = bearer_or_query(
-            self.request.headers.get("Authorization"), self.get_query_argument("token", None), None
-        )
+        try:
+            query_token = self.get_query_argument("token", None)
+        except tornado.web.HTTPError as e:  # not UTF-8: the 400 must not wait for the body
+            return self.answer_early(e.status_code, http_error_message(e))
+        early = bearer_or_query(self.request.headers.get("Authorization"), query_token, None)
         password = self.server.password is not None
         if early is not None and password and not self.server.tokens.check(early):
             return self.answer_early(401, "This service requires a valid token")
@@ -97,6 +102,24 @@ class StreamingStart(BaseHandler):
         # Read (and drop) what the client still sends, for LINGER seconds at most.
         self.request.connection.set_max_body_size(1 << 62)
         IOLoop.current().call_later(self.LINGER, self._end_early)
+
+    def body_complete(self) -> bool:
+        """Whether tornado has read the whole request body, so that the connection may be kept.
+
+        Tornado closes a connection whose request was answered before its body was read
+        (it could not tell where the next request starts), but decides so only once the
+        headers are written, without ``Connection: close``: a keep-alive client then sends
+        its next request on a closed connection. The body's future is tornado's own signal
+        (its ``RequestHandler.on_connection_close`` reads it too); without it, say closing.
+        """
+        future = getattr(self.request, "_body_future", None)
+        return future is not None and future.done()
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        """Say ``Connection: close`` on any answer sent before the body is in: tornado closes."""
+        if not self.body_complete():
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
 
     def _end_early(self) -> None:
         if not self._finished:
