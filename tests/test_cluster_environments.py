@@ -230,3 +230,72 @@ def test_pbs_environment_runs_through_qsub(engine: Engine, work: Path, pbs: Any)
     assert result(work) == {x: x * x for x in range(12)}
     assert_settled(execution, "pbs")
     wait_empty_queue(pbs)
+
+
+# -- scaling, and what a server's shutdown leaves -----------------------------------------
+PHASES = """
+import time
+x, y, z = Val(int), Val(int), Val(int)
+
+@PythonTask(inputs=[x], outputs=[y])
+def square(x):
+    time.sleep(0.5)
+    return {{"y": x * x}}
+
+@PythonTask(inputs=[y], outputs=[z])
+def digest(y):
+    for _ in range(60):  # a long local phase after the cluster's part is done
+        time.sleep(0.1)
+    return {{"z": y}}
+
+DirectSampling(
+    evaluation=square.on({environment}) >> digest.on(LocalEnvironment(2)),
+    sampling=x.in_(range(6)),
+).hook(work_directory / "result.csv")
+"""
+
+
+def test_batch_jobs_follow_the_work_up_to_max_jobs_and_down_to_none(
+    engine: Engine, work: Path, slurm: Any
+) -> None:
+    script = work / "phases.oms"
+    script.write_text(PHASES.format(environment=slurm_environment(max_jobs=1, name="cluster")))
+    execution = engine.run_script(script)
+    most, waiting, emptied_while_running = 0, False, False
+    while not execution.done:
+        jobs = slurm.squeue()
+        most = max(most, len(jobs))
+        counts = {e.name: e for e in execution.snapshot().environments}.get("cluster")
+        if counts is not None and counts.submitted and not counts.running and not counts.done:
+            waiting = True  # handed to the environment, waiting for a batch job's worker
+        if counts is not None and counts.done and not jobs and not execution.done:
+            emptied_while_running = True
+        time.sleep(0.2)
+    assert execution.state is State.FINISHED, execution.error
+    with (work / "result.csv").open() as f:
+        assert sorted(int(r["z"]) for r in csv.DictReader(f)) == [x * x for x in range(6)]
+    assert most == 1  # max_jobs=1
+    assert waiting
+    assert emptied_while_running, "the batch job outlived the work it was for"
+    fine = messages(execution, ErrorLevel.FINE)
+    assert any("batch job" in m and "submitted" in m for m in fine), fine
+
+
+def test_a_server_shutdown_cancels_its_batch_jobs(
+    start_server: Any, tmp_path: Path, slurm: Any
+) -> None:
+    from jupyter_mole.client import MoleClient
+    from tests.servers import PASSWORD
+
+    server = start_server()
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "sweep.oms").write_text(
+        SWEEP.format(environment=slurm_environment(), n=6, pause=60)
+    )
+    with MoleClient(server.url, PASSWORD, fingerprint=server.fingerprint) as client:
+        execution = client.start(folder, "sweep.oms")
+        wait_for(lambda: client.state(execution).running > 0, 120, "a job running on SLURM")
+    assert slurm.squeue()
+    assert server.stop() == 0, server.output()
+    wait_empty_queue(slurm, 20)

@@ -161,6 +161,9 @@ class BatchClusterManager:
     def _report(self, level: ErrorLevel, message: str, details: str | None = None) -> None:
         self.context.report(self.environment.name, level, message, details)
 
+    def job_submitted(self, job: Any) -> None:
+        self._report(ErrorLevel.FINE, f"{self.environment.name}: batch job {job.job_id} submitted")
+
     def submission_failed(self, job: Any, error: BaseException) -> None:
         reason = _command_error(error, job.submit_command)
         self._count_failure(
@@ -278,11 +281,18 @@ def _job_class(base: type, manager: BatchClusterManager) -> type:
         async def start(self) -> None:
             try:
                 await super().start()
+                manager.job_submitted(self)
             except Exception as error:
                 # Raising would leave a job that never was in the cluster's plan forever,
                 # and adaptive scaling would not replace it: report and drop it instead.
                 manager.submission_failed(self, error)
                 self.status = Status.running  # what the cluster awaits; closed when dropped
+
+        async def _submit_job(self, script_filename: str) -> str:
+            # Run from the log folder: some systems (Torque's qsub) write the job's
+            # output where they were called, whatever the script asks.
+            command = [*shlex.split(self.submit_command), script_filename]
+            return await self._call(command, cwd=str(manager.logs))
 
         async def close(self) -> None:
             try:
