@@ -290,9 +290,7 @@ def test_a_server_shutdown_cancels_its_batch_jobs(
     server = start_server()
     folder = tmp_path / "project"
     folder.mkdir()
-    (folder / "sweep.oms").write_text(
-        SWEEP.format(environment=slurm_environment(), n=6, pause=60)
-    )
+    (folder / "sweep.oms").write_text(SWEEP.format(environment=slurm_environment(), n=6, pause=60))
     with MoleClient(server.url, PASSWORD, fingerprint=server.fingerprint) as client:
         execution = client.start(folder, "sweep.oms")
         wait_for(lambda: client.state(execution).running > 0, 120, "a job running on SLURM")
