@@ -140,7 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not script.is_file():
         _err(f"jupyter-mole run: there is no script {script}")
         return EXIT_USAGE
-    work: Path = args.work_dir if args.work_dir is not None else script.parent
+    # Resolved: the script sees it as `work_directory`, and the engine joins the
+    # relative paths the script builds from it (`work_directory / "x.csv"`) onto
+    # the work directory again; a relative one would then be counted twice.
+    work = (args.work_dir if args.work_dir is not None else script.parent).resolve()
     if not work.is_dir():
         _err(f"jupyter-mole run: the work directory {work} is not a folder")
         return EXIT_USAGE

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import psutil
 import pytest
 from rich.console import Console
 
+from jupyter_mole.cli import build_parser
 from jupyter_mole.engine.state import (
     CapsuleCounts,
     EnvironmentCounts,
@@ -126,6 +129,24 @@ def test_work_dir_and_state_dir(tmp_path: Path) -> None:
     assert "squaring 3" in outputs[0].read_text()
 
 
+@pytest.mark.parametrize(
+    ("args", "folder"),
+    [(["sub/sweep.oms"], "sub"), (["sub/sweep.oms", "--work-dir", "out"], "out")],
+    ids=["relative-script", "relative-work-dir"],
+)
+def test_relative_paths_write_results_in_the_work_directory_once(
+    tmp_path: Path, args: list[str], folder: str
+) -> None:
+    """`work_directory / "x.csv"` must not be joined onto a relative work directory twice."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "out").mkdir()
+    write(tmp_path / "sub" / "sweep.oms", SWEEP)
+    done = run_cli("run", *args, "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / folder / "squares.csv").is_file()
+    assert not (tmp_path / folder / folder).exists()
+
+
 def test_default_state_dir_is_temporary_and_removed(tmp_path: Path) -> None:
     write(tmp_path / "sweep.oms", SWEEP)
     tmp = tmp_path / "tmp"
@@ -169,6 +190,21 @@ def test_scala_script_exits_2_saying_it_is_openmole_scala(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "OpenMOLE Scala" in done.stderr
     assert "line 1" in done.stderr
+
+
+def test_the_scala_advice_is_a_command_line_that_parses(tmp_path: Path) -> None:
+    """The message tells how to send the script to OpenMOLE: that command must exist as written."""
+    write(tmp_path / "model.oms", "val x = Val[Double]\nx\n")
+    done = run_cli("run", "model.oms", cwd=tmp_path)
+    advised = re.search(r"`(jupyter-mole [^`]+)`", done.stderr)
+    assert advised is not None, done.stderr
+    words = shlex.split(advised.group(1))[1:]
+    try:
+        args = build_parser().parse_args(words)
+    except SystemExit:
+        pytest.fail(f"the advised command does not parse: {advised.group(1)}")
+    assert (args.command, args.script, args.url) == ("submit", "model.oms", words[-1])
+    assert "%mole connect https://" in done.stderr
 
 
 def test_workflow_that_cannot_run_exits_2(tmp_path: Path) -> None:

@@ -104,8 +104,10 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             raise ScalaScriptError(
                 f"{name} is an OpenMOLE Scala script (line {scala[0]}: `{scala[1]}`); the "
                 f"embedded engine runs scripts written in Python. Send it to an OpenMOLE "
-                f"server (jupyter-mole --url https://your-openmole:8443, or %mole connect), "
-                f"or rewrite it in the Python dialect (see docs/dialect.md).",
+                f"server (`jupyter-mole submit FOLDER --script {name} --url "
+                f"https://your-openmole:8443`, or in a notebook `%mole connect "
+                f"https://your-openmole:8443` before the %%mole cell), or rewrite it in the "
+                f"Python dialect (see docs/dialect.md).",
                 filename=filename,
                 lineno=scala[0],
             ) from None
