@@ -23,7 +23,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_mole.client import MoleClient
 from jupyter_mole.connection import FILE_NAME, read_connection_file
-from tests.test_magics import isolate_jupyter, stop_embedded
+from tests.kernels import isolate_jupyter, stop_embedded
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "magic_demo.ipynb"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

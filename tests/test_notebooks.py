@@ -31,8 +31,8 @@ from nbclient import NotebookClient
 
 from jupyter_mole.client import MoleClient
 from jupyter_mole.connection import FILE_NAME, read_connection_file
+from tests.kernels import isolate_jupyter, stop_embedded
 from tests.servers import PASSWORD, ServerProcess
-from tests.test_magics import isolate_jupyter, stop_embedded
 from tests.test_notebook_magic import WIDGET_STATE, WIDGET_VIEW, outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -14,6 +14,7 @@ import re
 import time
 import types
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import IPython
@@ -22,7 +23,8 @@ import pytest
 from jupyter_mole.client import MoleClient, NotFound
 from jupyter_mole.kernel import Execution
 from jupyter_mole.kernel.view import Follower, TextView, show, widgets_available
-from jupyter_mole.kernel.widget import WidgetView
+from jupyter_mole.kernel.widget import WidgetView, counts_table
+from jupyter_mole.protocol import CapsuleState, EnvironmentStatus, ExecutionState
 from tests.servers import SLEEPY_SCRIPT, ServerProcess
 
 # Jobs that print, take a moment, and fail once for x = 0, 3, 6, 9 before a retry succeeds:
@@ -99,6 +101,81 @@ def follow(execution: Execution) -> tuple[WidgetView, Follower]:
     return view, follower
 
 
+class Cells(HTMLParser):
+    """The cells of an HTML table, row by row: (tag, text, inline style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[tuple[str, str, str]]] = []
+        self.tables = 0
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables += 1
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("th", "td"):
+            self._cell = [tag, "", dict(attrs).get("style") or ""]
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell[1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td") and self._cell is not None:
+            self.rows[-1].append((self._cell[0], self._cell[1], self._cell[2]))
+            self._cell = None
+
+
+def cells(table: str) -> Cells:
+    parser = Cells()
+    parser.feed(table)
+    return parser
+
+
+def texts(table: str) -> list[list[str]]:
+    return [[text for _, text, _ in row] for row in cells(table).rows]
+
+
+def style_of(style: str) -> dict[str, str]:
+    pairs = (part.split(":", 1) for part in style.split(";") if ":" in part)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_the_count_tables_line_up_in_the_theme_colours() -> None:
+    state = ExecutionState(
+        "running",
+        capsules=[("model", CapsuleState(3, 2, 10)), ("<stats>", CapsuleState(0, 0, 1))],
+        environments=[EnvironmentStatus("cluster", 4, 2, 9, 1), EnvironmentStatus(None, 0, 1)],
+    )
+    table = cells(counts_table(state))
+    assert table.tables == 1  # one grid: the environments' columns under the tasks'
+    assert texts(counts_table(state)) == [
+        ["task", "ready", "running", "completed", ""],
+        ["model", "3", "2", "10", ""],
+        ["<stats>", "0", "0", "1", ""],  # escaped in the HTML, read back as text
+        ["environment", "submitted", "running", "done", "failed"],
+        ["cluster", "4", "2", "9", "1"],
+        ["environment", "0", "1", "0", "0"],
+    ]
+    for row in table.rows:
+        _, _, first = row[0]
+        assert style_of(first)["text-align"] == "left"
+        for tag, text, style in row[1:]:
+            if text:  # every number, and every header above numbers, on the right edge
+                assert style_of(style)["text-align"] == "right", (tag, text)
+    headers = [style_of(style) for row in table.rows for tag, _, style in row if tag == "th"]
+    assert all("var(--jp-border-color2" in h["border-bottom"] for h in headers if h)
+    whole = style_of(re.search(r"<table[^>]*style='([^']*)'", counts_table(state)).group(1))
+    assert whole["color"].startswith("var(--jp-ui-font-color1")
+    assert whole["font-size"].startswith("var(--jp-ui-font-size1")
+    failed = {row[0][1]: style_of(row[4][2]) for row in table.rows[4:]}
+    assert failed["cluster"]["color"].startswith("var(--jp-error-color1")  # 1 failed job
+    assert "color" not in failed["environment"]  # none failed: not alarming
+    assert counts_table(ExecutionState("running")) == ""
+
+
 def error_messages(view: WidgetView) -> list[str]:
     return re.findall(r"<summary><b>WARNING</b> (.*?)</summary>", view.errors.value)
 
@@ -145,10 +222,10 @@ def test_the_widget_follows_an_execution_until_it_ends(start: Callable[..., Exec
         assert snap["max"] == max(snap["state"].total, 1)
         assert ">running<" in snap["label"]
     assert any(0 < s["value"] < s["max"] for s in live), "no poll saw the run half done"
-    table = next(s["counts"] for s in live if s["state"].capsules)
-    assert "<th>task</th><th>ready</th><th>running</th><th>completed</th>" in table
-    assert "<td>flaky</td>" in table
-    assert "<th>environment</th><th>submitted</th><th>running</th><th>done</th><th>failed</th>" in (
+    table = texts(next(s["counts"] for s in live if s["state"].capsules))
+    assert ["task", "ready", "running", "completed", ""] in table
+    assert any(row[0] == "flaky" for row in table)
+    assert ["environment", "submitted", "running", "done", "failed"] in texts(
         next(s["counts"] for s in live if s["state"].environments)
     )
 
@@ -175,7 +252,8 @@ def test_the_widget_follows_an_execution_until_it_ends(start: Callable[..., Exec
     assert view.progress_text.value == "12 / 12"
     assert view.progress.bar_style == "success"
     assert ">finished<" in view.state_label.value
-    assert re.search(r"<td>local</td><td>0</td><td>0</td><td>\d+</td><td>4</td>", view.counts.value)
+    local = next(row for row in texts(view.counts.value) if row[0] == "local")
+    assert local[:3] == ["local", "0", "0"] and local[4] == "4" and local[3].isdigit()
     assert view.cancel.button.disabled
 
 

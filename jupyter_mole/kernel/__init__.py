@@ -6,9 +6,10 @@ the engine or the server.
 
 from __future__ import annotations
 
+from .errors import ExecutionFailed
 from .handle import Execution
 
-__all__ = ["Execution", "load_ipython_extension"]
+__all__ = ["Execution", "ExecutionFailed", "load_ipython_extension"]
 
 
 def load_ipython_extension(shell: object) -> None:

@@ -2,8 +2,11 @@
 
 The cell magic writes the cell to the script file in the notebook's folder,
 sends that folder to the server, shows the live view, and (unless told not to)
-waits; Ctrl-C while waiting cancels the execution and still raises, so that
-queued cells stop. Line magics print for a person, not raw JSON.
+waits. A cell that waits fails when the execution does not finish, so that
+queued cells stop: Ctrl-C cancels the execution and still raises
+``KeyboardInterrupt``; an execution that fails (or that someone else cancels)
+raises :class:`ExecutionFailed` with its error, once the view shows the end.
+Line magics print for a person, not raw JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .. import archive, connection
+from ..protocol import ExecutionState
+from .errors import ExecutionFailed
 from .handle import Execution
 from .view import Follower, show
 
@@ -87,11 +92,32 @@ def _tags(items: list[str] | None) -> dict[str, str]:
 
 
 def _notebook_path(user_ns: dict[str, Any]) -> str | None:
-    """The notebook this kernel runs, as Jupyter tells kernels (or None in plain IPython)."""
+    """The notebook this kernel runs, relative to the Jupyter server's root when it is known.
+
+    Jupyter tells a kernel its notebook in ``JPY_SESSION_NAME`` (ipykernel copies
+    it to ``__session__``). jupyter_server 2 makes it the notebook's absolute path
+    when the front end names the file, as JupyterLab does; else the path relative
+    to its root. The sidebar and the extension name notebooks and scripts relative
+    to the root, so the tag does too: our server extension hands the root to the
+    kernels (``MOLE_JUPYTER_ROOT``). None in plain IPython.
+    """
     for candidate in (user_ns.get("__session__"), os.environ.get("JPY_SESSION_NAME")):
         if isinstance(candidate, str) and candidate:
-            return candidate
+            return _relative_to_root(candidate, os.environ.get(connection.ROOT_VARIABLE))
     return None
+
+
+def _relative_to_root(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` (in POSIX form, as Jupyter's API paths), if inside it."""
+    if not root or not Path(path).is_absolute():
+        return path
+    pairs = [(Path(os.path.normpath(path)), Path(os.path.normpath(root)))]
+    with contextlib.suppress(OSError):  # a root reached through a symbolic link
+        pairs.append((Path(path).resolve(), Path(root).resolve()))
+    for absolute, base in pairs:
+        if absolute.is_relative_to(base) and absolute != base:
+            return absolute.relative_to(base).as_posix()
+    return path
 
 
 @magics_class
@@ -119,12 +145,7 @@ class MoleMagics(Magics):
             from ..client import MoleClient
 
             found = connection.resolve(self.connection)
-            client = MoleClient(
-                found.url,
-                password=found.password,
-                fingerprint=found.fingerprint,
-                verify=found.ca_file or True,
-            )
+            client = MoleClient(found.url, **found.client_options())
             self._client, self.connection = client, found
         return self._client
 
@@ -135,7 +156,8 @@ class MoleMagics(Magics):
 
         Cell: ``%%mole script.oms [--no-wait] [-o NAME] [--timeout S] [--download PATH ...] [--tag k=v]``
         writes the cell to ``script.oms`` in the notebook's folder, sends the folder and
-        runs it; the cell's value is the execution.
+        runs it; the cell's value is the execution. Waiting, a run that fails (or that
+        someone cancels) fails the cell: ``ExecutionFailed``, with the run's error.
 
         Line: ``%mole list | status | connect URL | state ID | output ID | download ID [PATH] [--to DIR]
         | cancel ID | remove ID``.
@@ -219,9 +241,12 @@ class MoleMagics(Magics):
         view = show(execution, background=args.no_wait)
         if args.no_wait:
             return execution
-        self._wait(execution, view, args.timeout)
+        ended = self._wait(execution, view, args.timeout)
+        if ended is not None and ended.state != "finished":
+            # The view shows the end already; failing the cell stops "Run all" here.
+            raise ExecutionFailed(execution, ended)
         if args.download:
-            state = execution.state()
+            state = ended or execution.state()
             if state.state == "finished":
                 for path in args.download:
                     print(f"downloaded {execution.download(path)}")
@@ -229,8 +254,13 @@ class MoleMagics(Magics):
                 print(f"nothing downloaded: the execution is {state.state}")
         return execution
 
-    def _wait(self, execution: Execution, view: Any, timeout: float | None) -> None:
-        """Drive the view until the end; Ctrl-C cancels the execution and re-raises."""
+    def _wait(
+        self, execution: Execution, view: Any, timeout: float | None
+    ) -> ExecutionState | None:
+        """Drive the view until the end, and return the last state (None after ``timeout``).
+
+        Ctrl-C cancels the execution, lets the view show it, and re-raises.
+        """
         follower: Follower = view.follower
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -240,8 +270,9 @@ class MoleMagics(Magics):
                         f"still running after {timeout:g} s; the execution goes on: {execution.id}"
                     )
                     follower.start_background()
-                    return
+                    return None
                 time.sleep(0.5)
+            return follower.state
         except KeyboardInterrupt:
             print(f"interrupted: cancelling {execution.id}", file=sys.stderr)
             try:
@@ -286,21 +317,48 @@ class MoleMagics(Magics):
         version = f"version {info.version}; " if info.version else ""
         print(f"{version}API generation: {', '.join(info.generations)}; engine: {info.engine}")
 
+    # The options of the command-line client's "connecting to the server" group, minus --url.
     @magic_arguments(name="mole connect")
     @argument("url", help="the server's address, e.g. https://host:8443")
-    @argument("--password-file", help="a file whose first line is the password")
-    @argument("--fingerprint", help="the server certificate's SHA-256 fingerprint, to pin it")
+    @argument("--password-file", metavar="FILE", help="a file whose first line is the password")
+    @argument(
+        "--fingerprint",
+        metavar="AB:CD:...",
+        help="accept only the certificate with this SHA-256 fingerprint (a self-signed server)",
+    )
+    @argument("--ca-file", metavar="PEM", help="trust the certificates in this file")
+    @argument(
+        "--insecure", action="store_true", help="do not check the server's certificate at all"
+    )
+    @argument(
+        "--api",
+        choices=connection.APIS,
+        default="auto",
+        help="the API to speak: found out by default; 'job' or 'token' for OpenMOLE's",
+    )
     def line_connect(self, rest: str) -> None:
-        """``%mole connect URL [--password-file F] [--fingerprint FP]``"""
+        """``%mole connect URL [--password-file F] [--fingerprint FP | --ca-file PEM | --insecure] [--api A]``"""
         from ..client import MoleClient
         from ..client.base import read_password_file
 
         args = parse_argstring(self.line_connect, rest)
+        if args.insecure and (args.fingerprint or args.ca_file):
+            raise UsageError("--insecure checks nothing: give it alone, or pin or trust instead")
+        if args.ca_file and not Path(args.ca_file).expanduser().is_file():
+            raise UsageError(f"--ca-file: there is no file {args.ca_file}")
         password = read_password_file(args.password_file) if args.password_file else None
         wanted = connection.Connection(
-            args.url.rstrip("/"), password, args.fingerprint, source="connect"
+            args.url.rstrip("/"),
+            password,
+            args.fingerprint,
+            str(Path(args.ca_file).expanduser()) if args.ca_file else None,
+            source="connect",
+            verify_tls=not args.insecure,
+            api=args.api,
         )
-        client = MoleClient(wanted.url, password=password, fingerprint=wanted.fingerprint)
+        if args.insecure and wanted.url.startswith("https:"):
+            print("warning: --insecure: the server's certificate is not checked", file=sys.stderr)
+        client = MoleClient(wanted.url, **wanted.client_options())
         try:
             client.list()  # an authenticated call: a wrong password says so now, not later
         except BaseException:

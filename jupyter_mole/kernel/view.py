@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import os
 import sys
 import time
@@ -38,30 +37,6 @@ def widgets_available() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def _counts_table(state: ExecutionState) -> str:
-    rows = [
-        f"<tr><td>{html.escape(name)}</td><td>{c.ready}</td><td>{c.running}</td><td>{c.completed}</td></tr>"
-        for name, c in state.capsules
-    ]
-    envs = [
-        f"<tr><td>{html.escape(e.name or 'environment')}</td><td>{e.submitted}</td><td>{e.running}</td>"
-        f"<td>{e.done}</td><td>{e.failed}</td></tr>"
-        for e in state.environments
-    ]
-    parts = []
-    if rows:
-        parts.append(
-            "<table class='mole-counts'><tr><th>task</th><th>ready</th><th>running</th>"
-            "<th>completed</th></tr>" + "".join(rows) + "</table>"
-        )
-    if envs:
-        parts.append(
-            "<table class='mole-counts'><tr><th>environment</th><th>submitted</th><th>running</th>"
-            "<th>done</th><th>failed</th></tr>" + "".join(envs) + "</table>"
-        )
-    return "".join(parts)
 
 
 class Follower:

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from ..protocol import ExecutionState
-from .view import _counts_table
 
 if TYPE_CHECKING:
     from .handle import Execution
 
-__all__ = ["WidgetView"]
+__all__ = ["WidgetView", "counts_table"]
 
 _COLORS = {"running": "#1976d2", "finished": "#2e7d32", "failed": "#c62828", "cancelled": "#6d6d6d"}
 
@@ -30,6 +29,66 @@ def _badge(state: str) -> str:
         f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>"
         f"{html.escape(state)}</span>"
     )
+
+
+# The front end's own look, light or dark: JupyterLab's theme variables (with fallbacks for
+# front ends without them). An HTML widget is not styled as rendered Markdown is, so a bare
+# <table> has centred headers over left-aligned numbers, and the widget's tall line height.
+_TABLE = (
+    "border-collapse:collapse;margin:2px 0 4px;line-height:1.5;"
+    "font-family:var(--jp-ui-font-family,inherit);font-size:var(--jp-ui-font-size1,13px);"
+    "color:var(--jp-ui-font-color1,inherit)"
+)
+_NAME = "text-align:left;padding:2px 0;white-space:nowrap"
+_NUMBER = "text-align:right;padding:2px 0 2px 1.6em;font-variant-numeric:tabular-nums"
+_HEAD = (
+    "font-weight:600;color:var(--jp-ui-font-color2,#616161);"
+    "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)"
+)
+_SECTION = "padding-top:8px"  # the header of the environments, below the tasks
+_ALARM = "color:var(--jp-error-color1,#d32f2f);font-weight:600"
+
+
+def _cell(tag: str, text: object, style: str) -> str:
+    return f"<{tag} style='{style}'>{html.escape(str(text))}</{tag}>"
+
+
+def counts_table(state: ExecutionState) -> str:
+    """The counters of each task and of each environment, as one HTML table.
+
+    One table, a section each, so that the columns of both line up: names on the
+    left, numbers right-aligned under right-aligned headers. Failed jobs of an
+    environment stand out in the theme's error colour.
+    """
+    sections: list[tuple[tuple[str, ...], list[tuple[str, tuple[int, ...]]]]] = []
+    if state.capsules:
+        rows = [(name, (c.ready, c.running, c.completed)) for name, c in state.capsules]
+        sections.append((("task", "ready", "running", "completed"), rows))
+    if state.environments:
+        rows = [
+            (e.name or "environment", (e.submitted, e.running, e.done, e.failed))
+            for e in state.environments
+        ]
+        sections.append((("environment", "submitted", "running", "done", "failed"), rows))
+    if not sections:
+        return ""
+    width = max(len(headers) for headers, _ in sections)
+    bodies = []
+    for index, (headers, rows) in enumerate(sections):
+        gap = f";{_SECTION}" if index else ""
+        cells = [_cell("th", headers[0], f"{_NAME};{_HEAD}{gap}")]
+        cells += [_cell("th", h, f"{_NUMBER};{_HEAD}{gap}") for h in headers[1:]]
+        cells += [f"<th style='{_HEAD}{gap}'></th>"] * (width - len(headers))
+        lines = ["<tr>" + "".join(cells) + "</tr>"]
+        for name, numbers in rows:
+            cells = [_cell("td", name, _NAME)]
+            for header, number in zip(headers[1:], numbers, strict=True):
+                alarm = f";{_ALARM}" if header == "failed" and number else ""
+                cells.append(_cell("td", number, f"{_NUMBER}{alarm}"))
+            cells += ["<td></td>"] * (width - len(headers))
+            lines.append("<tr>" + "".join(cells) + "</tr>")
+        bodies.append("<tbody>" + "".join(lines) + "</tbody>")
+    return f"<table class='mole-counts' style='{_TABLE}'>" + "".join(bodies) + "</table>"
 
 
 def _errors_html(errors: list[dict[str, Any]]) -> str:
@@ -124,7 +183,7 @@ class WidgetView:
         self.progress.max = total
         self.progress.value = min(state.completed, total)
         self.progress_text.value = f"{state.completed} / {state.total}"
-        self.counts.value = _counts_table(state)
+        self.counts.value = counts_table(state)
         self.errors.value = _errors_html(errors)
         if new_output:
             self.output.value = tail

@@ -1,0 +1,173 @@
+"""Kernels for the tests of the magics: a real IPython shell, isolated from Jupyter's home.
+
+Every test that asks for ``jupyter_dirs`` (or ``shell``) runs with Jupyter's
+runtime, data and config directories in its own temporary folder and no
+``MOLE_*`` setting, so that the connection file and the embedded server's state
+never touch the real home; any embedded server it starts is stopped at its end.
+``shell`` is the session's IPython after ``%load_ext jupyter_mole``, with fresh
+magics (as in a new kernel); ``served`` points the magics at the session's
+HTTPS server through ``MOLE_URL``. Registered as a plugin by ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_mole.client import MoleClient
+from jupyter_mole.connection import FILE_NAME, read_connection_file
+from tests.servers import PASSWORD, ServerProcess
+
+MOLE_VARIABLES = (
+    "MOLE_URL",
+    "MOLE_PASSWORD",
+    "MOLE_PASSWORD_FILE",
+    "MOLE_FINGERPRINT",
+    "MOLE_CA_FILE",
+    "MOLE_NO_WIDGETS",
+    "MOLE_MAX_UPLOAD",
+    "JPY_SESSION_NAME",
+    "MOLE_JUPYTER_ROOT",
+)
+
+
+# -- isolation: Jupyter's directories, and the embedded servers started by tests --------------
+def isolate_jupyter(monkeypatch: pytest.MonkeyPatch, root: Path) -> dict[str, Path]:
+    """Point Jupyter's runtime, data and config directories into ``root``; no MOLE_* settings."""
+    dirs = {
+        "runtime": root / "runtime",
+        "data": root / "data",
+        "config": root / "config",
+    }
+    for name, path in dirs.items():
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(f"JUPYTER_{name.upper()}_DIR", str(path))
+    for name in MOLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return dirs
+
+
+def _is_our_server(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        command = " ".join(process.cmdline())
+        return "jupyter_mole" in command and " serve" in command
+    return False
+
+
+def server_session(pid: int) -> list[psutil.Process]:
+    """The processes of the embedded server's session (it runs in a session of its own)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pid and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def stop_server(pid: int) -> list[str]:
+    """SIGTERM an embedded server we started, wait for it, and kill what its session left.
+
+    Returns the command lines of the processes it left behind (there should be none).
+    """
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    if not _is_our_server(process):
+        return []  # a stale pid, reused by someone else's process
+    process.terminate()
+    try:
+        process.wait(30)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+    left = []
+    for leftover in server_session(pid):
+        with contextlib.suppress(psutil.Error):
+            left.append(" ".join(leftover.cmdline()))
+            leftover.kill()
+    return left
+
+
+def stop_embedded(runtime: Path) -> list[str]:
+    """Stop the embedded server the connection file in ``runtime`` names, if any."""
+    recorded = read_connection_file(runtime / FILE_NAME)
+    if recorded is not None and recorded.pid is not None:
+        return stop_server(recorded.pid)
+    return []
+
+
+@pytest.fixture
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    dirs = isolate_jupyter(monkeypatch, tmp_path / "jupyter")
+    yield dirs
+    stop_embedded(dirs["runtime"])
+
+
+@pytest.fixture(scope="session")
+def ipython(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
+    """One real IPython shell for the session (IPython keeps a single one per process)."""
+    from IPython.testing.globalipapp import start_ipython
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
+        shell = start_ipython()
+        assert shell is not None
+        yield shell
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The notebook's folder: the working directory."""
+    path = tmp_path / "notebook"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    return path
+
+
+@pytest.fixture
+def shell(
+    ipython: InteractiveShell, jupyter_dirs: dict[str, Path], folder: Path
+) -> Iterator[InteractiveShell]:
+    """The shell after ``%load_ext jupyter_mole``, with fresh magics (as in a new kernel)."""
+    ipython.extension_manager.loaded.discard("jupyter_mole")
+    ipython.run_line_magic("load_ext", "jupyter_mole")
+    yield ipython
+    mole = magics(ipython)
+    if mole._client is not None:
+        mole._client.close()
+    for name in ("run", "other"):
+        ipython.user_ns.pop(name, None)
+
+
+def magics(shell: InteractiveShell) -> Any:
+    return shell.magics_manager.registry["MoleMagics"]
+
+
+@pytest.fixture
+def served(
+    monkeypatch: pytest.MonkeyPatch, jupyter_dirs: dict[str, Path], mole_server: ServerProcess
+) -> ServerProcess:
+    """MOLE_URL and friends name the session's HTTPS server."""
+    monkeypatch.setenv("MOLE_URL", mole_server.url)
+    monkeypatch.setenv("MOLE_PASSWORD", PASSWORD)
+    assert mole_server.fingerprint
+    monkeypatch.setenv("MOLE_FINGERPRINT", mole_server.fingerprint)
+    return mole_server
+
+
+@pytest.fixture
+def client(mole_server: ServerProcess) -> Iterator[MoleClient]:
+    with MoleClient(mole_server.url, PASSWORD, fingerprint=mole_server.fingerprint) as mole:
+        yield mole
+
+
+def info_of(client: MoleClient, execution_id: str) -> Any:
+    return next(i for i in client.list(details=True) if i.id == execution_id)
