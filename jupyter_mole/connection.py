@@ -28,6 +28,9 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "APIS",
+    "FILE_NAME",
+    "ROOT_VARIABLE",
     "Connection",
     "NoServerError",
     "connection_file",
@@ -41,15 +44,26 @@ __all__ = [
 ]
 
 FILE_NAME = "jupyter-mole-server.json"
+ROOT_VARIABLE = "MOLE_JUPYTER_ROOT"
+"""Set by the server extension to Jupyter's root folder, for the kernels that Jupyter starts:
+``%%mole`` tags executions with the notebook's path relative to it, as the sidebar names files."""
 
 
 class NoServerError(Exception):
     """No server could be found or started; the message says what to do."""
 
 
+APIS = ("auto", "job", "token")
+
+
 @dataclasses.dataclass
 class Connection:
-    """Where a server is and how to authenticate to it."""
+    """Where a server is and how to reach it: authentication, TLS trust, the API to speak.
+
+    Everything a client needs is here, so that a kernel reading the connection
+    file talks to the server exactly as the Jupyter extension that wrote it
+    does (a ``c.Mole.verify_tls = False`` backend included).
+    """
 
     url: str
     password: str | None = None
@@ -58,6 +72,8 @@ class Connection:
     kind: str = "remote"  # "embedded" when we started it
     pid: int | None = None
     source: str = ""  # how it was found: "connect", "environment", "connection file", "started"
+    verify_tls: bool = True  # False: accept any certificate (unless pinned or a CA file is given)
+    api: str = "auto"  # "auto" (detect), "job" or "token" (OpenMOLE's API generations)
 
     def to_json(self) -> dict[str, Any]:
         obj = dataclasses.asdict(self)
@@ -67,7 +83,27 @@ class Connection:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], source: str = "") -> Connection:
         fields = {f.name for f in dataclasses.fields(cls)} - {"source"}
-        return cls(**{k: v for k, v in obj.items() if k in fields}, source=source)
+        values = {k: v for k, v in obj.items() if k in fields}
+        # Written by other versions, or by hand: a wrong type must not turn checks off.
+        if not isinstance(values.get("verify_tls", True), bool):
+            values.pop("verify_tls")
+        if values.get("api", "auto") not in APIS:
+            values.pop("api")
+        return cls(**values, source=source)
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``MoleClient``/``AsyncMoleClient`` for this server.
+
+        The trust, strongest first: a pinned fingerprint, a CA file, then
+        ``verify_tls`` (the system's authorities, or nothing at all when False).
+        """
+        verify: bool | str = self.ca_file or self.verify_tls
+        return {
+            "password": self.password,
+            "fingerprint": self.fingerprint,
+            "verify": verify,
+            "api": self.api,
+        }
 
 
 def _runtime_directory() -> Path:

@@ -626,14 +626,6 @@ def test_not_an_openmole_server(tmp_path: Path) -> None:
         server.server_close()
 
 
-def test_https_url_on_a_plain_http_server(start_server: Callable[..., ServerProcess]) -> None:
-    server = start_server(https=False, password=None)
-    https = MoleClient(server.url.replace("http:", "https:"), timeout=2)
-    with https as client, pytest.raises(ConnectionFailed, match="use an http:// URL") as caught:
-        client.list()  # tornado waits for an HTTP request line: the TLS handshake times out
-    assert caught.value.reason == "timeout"
-
-
 def sleeping_jobs(server: ServerProcess) -> list[int]:
     """The ``sleep 30`` processes SLEEPY_SCRIPT's jobs started under the server."""
     found = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import stat
 from collections.abc import Callable
@@ -87,6 +88,8 @@ async def test_a_pinned_https_backend_through_every_route(
     recorded = connection.read_connection_file(path)
     assert recorded is not None and recorded.kind == "remote"
     assert (recorded.url, recorded.fingerprint) == (mole_server.url, mole_server.fingerprint)
+    # and the kernels Jupyter starts learn its root, to tag notebooks as its file browser names them
+    assert Path(os.environ[connection.ROOT_VARIABLE]) == jp_root_dir
 
     # start from the file tree; a kernel-side client sees it through the connection file
     execution = await api.start(write_project(jp_root_dir, "remote"))
@@ -136,9 +139,11 @@ async def test_a_backend_that_cannot_be_trusted_is_reported_not_fatal(
     assert (await jp_fetch("api", "status")).code == 200  # Jupyter itself goes on
 
 
-@configured(remote(verify_tls=False), ids=["verify-off"])
+@configured(remote(verify_tls=False), remote(verify_tls=False, api="job"), ids=["off", "off-job"])
 @on_loop
-async def test_tls_verification_off_works_with_a_warning(jp_serverapp: Any, api: Api) -> None:
+async def test_tls_verification_off_works_with_a_warning_in_kernels_too(
+    jp_serverapp: Any, api: Api, jp_runtime_dir: Path, mole_config: dict[str, Any]
+) -> None:
     backend = backend_of(jp_serverapp)
     await backend.connect()
     with Records(backend.log) as logged:  # what it logs at start, once more
@@ -146,6 +151,14 @@ async def test_tls_verification_off_works_with_a_warning(jp_serverapp: Any, api:
     assert any("Mole.verify_tls = False" in m for m in logged.messages(logging.WARNING))
     assert (await api("service"))["problem"] is None
     assert isinstance(await api("executions"), list)
+
+    # The connection file says so too: a kernel reaches the unverified backend as we do.
+    recorded = connection.read_connection_file(jp_runtime_dir / connection.FILE_NAME)
+    assert recorded is not None and recorded.fingerprint is None
+    assert (recorded.verify_tls, recorded.api) == (False, mole_config.get("api", "auto"))
+    with MoleClient(recorded.url, **recorded.client_options()) as kernel_client:
+        assert isinstance(await asyncio.to_thread(kernel_client.list), list)
+        assert kernel_client.kind == backend.kind
 
 
 def free_port() -> int:

@@ -353,9 +353,19 @@ def test_sidebar_follows_a_notebook_execution_to_its_files(lab: Lab, page) -> No
     ) == pytest.approx(1.0, abs=0.01)
     shot(page, "03-sidebar-finished")
 
+    # the magic tagged it with the notebook's path relative to Jupyter's root (the kernel is told
+    # an absolute one), and the row and the details show that one form
+    (pi,) = [e for e in lab.api("executions") if e.get("script") == "pi.oms"]
+    assert pi["tags"]["notebook"] == "analysis.ipynb"
+    assert execution.first.locator(".jp-mole-tag").inner_text() == "analysis.ipynb"
+
     # its details: the output of the run (the display hook prints pi)
     execution.first.click()
     details = page.locator(".jp-mole-details")
+    fact = details.locator(".jp-mole-facts dt", has_text="notebook").locator(
+        "xpath=following-sibling::dd[1]"
+    )
+    assert fact.inner_text() == "analysis.ipynb"
     details.locator(".jp-mole-output").filter(has_text=re.compile(r"pi")).wait_for()
     output = details.locator(".jp-mole-output").inner_text()
     assert re.search(r"3\.1\d", output), output

@@ -33,7 +33,8 @@ Every exception the client raises on purpose is one of these::
     MoleClientError                 .message (the server's), .stack_trace, .status, .hint
      +-- ConnectionFailed           no answer; .reason: "unreachable", "timeout", "tls",
      |                              "fingerprint" (the certificate is not the pinned one:
-     |                              nothing was sent)
+     |                              nothing was sent), "plain-http" (an https:// URL for a
+     |                              plain HTTP server: found out in about a second)
      +-- AuthenticationError        401 / 403: wrong password, token refused after renewal
      |    +-- RateLimited           429: too many wrong passwords; .retry_after seconds
      +-- NotFound                   404, or 417 "Execution not found" (token API)

@@ -48,17 +48,22 @@ class AsyncMoleClient(ClientBase):
     # -- the driver ---------------------------------------------------------------------
     async def _send(self, call: Call) -> Reply:
         try:
-            response = await self._http.send(self._request_of(self._http, call), stream=True)
-            try:
-                if call.sink is not None and response.is_success:
-                    async for chunk in response.aiter_bytes():
-                        call.sink.write(chunk)
-                    return self._reply(response, b"")
-                return self._reply(response, await response.aread())
-            finally:
-                await response.aclose()
+            return await self._exchange(call)
         except httpx.TransportError as e:
-            raise self._failed(e) from e
+            await anyio.to_thread.run_sync(self._raise_or_retry, e)
+        return await self._send(call)  # the first try was too quick for a slow TLS handshake
+
+    async def _exchange(self, call: Call) -> Reply:
+        response = await self._http.send(self._request_of(self._http, call), stream=True)
+        self._answered()
+        try:
+            if call.sink is not None and response.is_success:
+                async for chunk in response.aiter_bytes():
+                    call.sink.write(chunk)
+                return self._reply(response, b"")
+            return self._reply(response, await response.aread())
+        finally:
+            await response.aclose()
 
     async def _perform(self, instruction: Any) -> Any:
         if isinstance(instruction, Call):

@@ -7,18 +7,23 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from .. import __version__
 from .core import Call, Reply, Session, connection_failed
+from .errors import ConnectionFailed
 from .ops import Operations
-from .tls import ssl_context
+from .tls import answers_plain_http, ssl_context
 
-__all__ = ["DEFAULT_TIMEOUT", "ClientBase", "Verify", "read_password_file"]
+__all__ = ["DEFAULT_TIMEOUT", "STALLED_HANDSHAKE", "ClientBase", "Verify", "read_password_file"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+STALLED_HANDSHAKE = 1.0
+"""Seconds the first connection to an https:// URL may take before the client asks whether the
+server speaks plain HTTP (one that does never answers the TLS greeting: the handshake would
+only end at the connect timeout). If it does not, the request is made again, with all the time."""
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 C = TypeVar("C", bound="ClientBase")
 
@@ -69,6 +74,8 @@ class ClientBase:
             password = read_password_file(password_file)
         self.url = url.rstrip("/")
         self._ops = Operations(Session(self.url, password, api))
+        # Until an https:// server has answered once (or was asked): connect quickly, or ask.
+        self._suspect_plain_http = parts.scheme == "https"
         self._http_options: dict[str, Any] = {
             "base_url": self.url,
             "verify": ssl_context(verify, fingerprint),
@@ -119,6 +126,13 @@ class ClientBase:
 
     # -- for the drivers ----------------------------------------------------------------
     def _request_of(self, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
+        timeout = http.timeout
+        if self._suspect_plain_http:
+            connect = timeout.connect
+            quick = STALLED_HANDSHAKE if connect is None else min(connect, STALLED_HANDSHAKE)
+            timeout = httpx.Timeout(
+                connect=quick, read=timeout.read, write=timeout.write, pool=timeout.pool
+            )
         return http.build_request(
             call.method,
             call.path,
@@ -126,7 +140,29 @@ class ClientBase:
             data=call.data,
             files=call.files,
             headers=call.headers,
+            timeout=timeout,
         )
+
+    def _answered(self) -> None:
+        """The server answered: whatever it speaks, it is what the URL says."""
+        self._suspect_plain_http = False
+
+    def _raise_or_retry(self, error: httpx.TransportError) -> None:
+        """Raise the client's exception for ``error``, or return: make the request again.
+
+        It returns only when the quick first connection to an https:// URL timed out
+        and the server does not speak plain HTTP (then it says so at once, instead of
+        the timeout): the next try has the full connect timeout. Blocking (a short TCP
+        exchange): the async driver runs it in a thread.
+        """
+        if not (self._suspect_plain_http and isinstance(error, httpx.ConnectTimeout)):
+            raise self._failed(error) from error
+        self._suspect_plain_http = False
+        if answers_plain_http(self.url):
+            plain = urlunsplit(urlsplit(self.url)._replace(scheme="http"))
+            raise ConnectionFailed(
+                f"the server at {self.url} answered plain HTTP: use {plain}", reason="plain-http"
+            ) from error
 
     def _failed(self, error: httpx.TransportError) -> Exception:
         return connection_failed(error, self.url)

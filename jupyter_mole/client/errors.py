@@ -57,7 +57,8 @@ class MoleClientError(Exception):
 
 
 class ConnectionFailed(MoleClientError):
-    """No answer: ``reason`` is "unreachable", "timeout", "tls" or "fingerprint"."""
+    """No answer: ``reason`` is "unreachable", "timeout", "tls", "fingerprint", or
+    "plain-http" (an https:// URL, and the server speaks plain HTTP)."""
 
     def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -52,17 +52,22 @@ class MoleClient(ClientBase):
     # -- the driver ---------------------------------------------------------------------
     def _send(self, call: Call) -> Reply:
         try:
-            response = self._http.send(self._request_of(self._http, call), stream=True)
-            try:
-                if call.sink is not None and response.is_success:
-                    for chunk in response.iter_bytes():
-                        call.sink.write(chunk)
-                    return self._reply(response, b"")
-                return self._reply(response, response.read())
-            finally:
-                response.close()
+            return self._exchange(call)
         except httpx.TransportError as e:
-            raise self._failed(e) from e
+            self._raise_or_retry(e)
+        return self._send(call)  # the first try was too quick for a slow TLS handshake
+
+    def _exchange(self, call: Call) -> Reply:
+        response = self._http.send(self._request_of(self._http, call), stream=True)
+        self._answered()
+        try:
+            if call.sink is not None and response.is_success:
+                for chunk in response.iter_bytes():
+                    call.sink.write(chunk)
+                return self._reply(response, b"")
+            return self._reply(response, response.read())
+        finally:
+            response.close()
 
     def _perform(self, instruction: Any) -> Any:
         if isinstance(instruction, Call):

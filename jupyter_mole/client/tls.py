@@ -1,4 +1,5 @@
-"""TLS for the client: CA files, and pinning a self-signed server by its certificate's fingerprint.
+"""TLS for the client: CA files, pinning a self-signed server by its certificate's fingerprint,
+and telling a plain HTTP server behind an https:// URL.
 
 A pinned context does not check the certificate chain nor the host name (a
 self-signed certificate has neither to offer); instead, right after the TLS
@@ -14,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import ssl
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 __all__ = [
     "FingerprintMismatch",
+    "answers_plain_http",
     "cause_of",
     "format_fingerprint",
     "normalize_fingerprint",
@@ -100,6 +104,28 @@ def ssl_context(
     if isinstance(verify, str | os.PathLike):
         return ssl.create_default_context(cafile=os.fspath(verify))
     return verify
+
+
+def answers_plain_http(url: str, timeout: float = 2.0) -> bool:
+    """Whether the server of this (https://) URL answers a plain HTTP request.
+
+    Asked when a TLS handshake stalls: a plain HTTP server reads the TLS
+    greeting as the start of a request and waits for the rest of its headers
+    (tornado, for an hour), so the handshake only ends when the client gives
+    up. Asked in plain HTTP, the same server answers at once (``HTTP/1.x ...``),
+    while a TLS server refuses the request or closes.
+    """
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    request = f"HEAD / HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout) as probe:
+            probe.sendall(request)
+            return probe.recv(5) == b"HTTP/"
+    except OSError:
+        return False
 
 
 E = TypeVar("E", bound=BaseException)

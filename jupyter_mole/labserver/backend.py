@@ -89,27 +89,28 @@ class Backend:
             if not password:
                 raise BackendUnavailable(f"Mole.password_file: {path} holds no password")
         assert self.config.url is not None
+        # All of it goes into the connection file: the kernels must reach the backend as we do.
         return connection.Connection(
             self.config.url,
             password,
             self.config.fingerprint,
             self.config.ca_file,
             source="configuration",
+            verify_tls=self.config.verify_tls,
+            api=self.config.api,
         )
 
-    def _verify(self, found: connection.Connection) -> Any:
-        if found.ca_file:
-            return found.ca_file
-        if not self.config.verify_tls and found.kind != "embedded":
-            if not found.fingerprint and found.url.startswith("https"):
-                self.log.warning(
-                    "jupyter-mole: TLS verification of %s is off (Mole.verify_tls = False): "
-                    "anyone on the path could read the password; pin its certificate with "
-                    "Mole.fingerprint",
-                    found.url,
-                )
-            return False
-        return True
+    def _warn_if_unverified(self, found: connection.Connection) -> None:
+        """Say so at every start: with nothing checked, anyone on the path gets the password."""
+        if found.verify_tls or found.fingerprint or found.ca_file:
+            return
+        if found.url.startswith("https"):
+            self.log.warning(
+                "jupyter-mole: TLS verification of %s is off (Mole.verify_tls = False): "
+                "anyone on the path could read the password; pin its certificate with "
+                "Mole.fingerprint",
+                found.url,
+            )
 
     async def connect(self, force: bool = False) -> None:
         """Find or start the backend (once; again with ``force``).
@@ -140,13 +141,8 @@ class Backend:
             self.log.error("jupyter-mole: %s", self.problem)
             return
         old, self.connection = self.client, found
-        self.client = AsyncMoleClient(
-            found.url,
-            found.password,
-            verify=self._verify(found),
-            fingerprint=found.fingerprint,
-            api=self.config.api if self.config.url else "auto",
-        )
+        self._warn_if_unverified(found)
+        self.client = AsyncMoleClient(found.url, **found.client_options())
         for poller in self.pollers.values():  # ask the new server; keep the errors seen
             poller.state, poller.fetched = None, 0.0
         self._list_cache = None

@@ -1,10 +1,11 @@
 /** The details of the selected execution: progress, output tail, errors, files, Cancel and Remove. */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 
 import { IFileEntry, IMoleErrorInfo, IState, MoleApi, MoleError } from './api';
 import { append, h, replaceChildren } from './dom';
-import { basename, size, timing } from './format';
+import { basename, notebookOf, size, timing } from './format';
 import type { IRow } from './list';
 import { environmentCounters, jobCounters, progressBar, stateBadge } from './views';
 
@@ -126,7 +127,7 @@ export class ExecutionDetails extends Widget {
     const facts: [string, string | undefined][] = [
       ['id', execution.id],
       ['script', execution.script],
-      ['notebook', execution.tags?.notebook],
+      ['notebook', notebookOf(execution, PageConfig.getOption('serverRoot'))],
       ['time', timing(execution, now, state.state)]
     ];
     const capsules = state.capsules.map(([name, counters]) =>

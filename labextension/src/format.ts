@@ -132,6 +132,16 @@ export function relativeToRoot(path: string, root: string): string {
   return at >= 0 ? path.slice(at + tail.length) : path;
 }
 
+/**
+ * The notebook (or script) an execution came from, its `notebook` tag, named as the file browser
+ * names files: relative to Jupyter's root. `%%mole` tags it so when Jupyter tells the kernel its
+ * root; tags written otherwise (an absolute path) are shown relative here, the same in every view.
+ */
+export function notebookOf(execution: IExecution, root: string): string | undefined {
+  const tag = execution.tags?.notebook;
+  return tag ? relativeToRoot(tag, root) : undefined;
+}
+
 /** "98/100 jobs" (all three counters are in the element's title). */
 export function jobsSummary(counters: Partial<ICounters>): string {
   const p = progress(counters);

@@ -5,7 +5,7 @@ import { Widget } from '@lumino/widgets';
 
 import type { IExecution, IState } from './api';
 import { h, replaceChildren } from './dom';
-import { basename, jobsSummary, relativeToRoot, timing } from './format';
+import { basename, jobsSummary, notebookOf, timing } from './format';
 import { environmentCounters, progressBar, stateBadge } from './views';
 
 /** An execution as the list shows it: its row of the list, with its state when known. */
@@ -123,12 +123,11 @@ function render(item: HTMLElement, row: IRow, now: number, selected: boolean): v
   const { execution, state } = row;
   const stateName = state?.state ?? execution.state;
   const counters = state ?? execution;
-  const tag = execution.tags?.notebook;
-  const notebook = tag ? relativeToRoot(tag, PageConfig.getOption('serverRoot')) : undefined;
+  const notebook = notebookOf(execution, PageConfig.getOption('serverRoot'));
   item.dataset.state = stateName ?? 'unknown';
   item.classList.toggle('jp-mod-selected', selected);
   item.setAttribute('aria-selected', String(selected));
-  item.title = `${execution.script ?? execution.id}\nid ${execution.id}${tag ? `\nfrom ${tag}` : ''}`;
+  item.title = `${execution.script ?? execution.id}\nid ${execution.id}${notebook ? `\nfrom ${notebook}` : ''}`;
   const error = stateName === 'failed' ? (state?.error?.message ?? execution.error) : undefined;
   replaceChildren(
     item,
@@ -138,7 +137,7 @@ function render(item: HTMLElement, row: IRow, now: number, selected: boolean): v
       h('span', { class: 'jp-mole-script' }, basename(execution.script) || execution.id.slice(0, 8)),
       stateBadge(stateName)
     ),
-    notebook ? h('div', { class: 'jp-mole-tag', title: tag }, notebook) : null,
+    notebook ? h('div', { class: 'jp-mole-tag', title: notebook }, notebook) : null,
     progressBar(counters, stateName),
     h(
       'div',
