@@ -12,7 +12,9 @@ HTTPS server through ``MOLE_URL``. Registered as a plugin by ``conftest.py``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,21 @@ def isolate_jupyter(monkeypatch: pytest.MonkeyPatch, root: Path) -> dict[str, Pa
     for name in MOLE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return dirs
+
+
+def install_python_kernel(data_dir: Path) -> None:
+    """A ``python3`` kernel that is this very Python, so notebooks run in the tests' environment."""
+    spec = data_dir / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (the tests' environment)",
+                "language": "python",
+            }
+        )
+    )
 
 
 def _is_our_server(process: psutil.Process) -> bool:

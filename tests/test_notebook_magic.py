@@ -8,9 +8,7 @@ embedded server outlives the kernel, as promised, and is stopped at the end.
 
 from __future__ import annotations
 
-import json
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_mole.client import MoleClient
 from jupyter_mole.connection import FILE_NAME, read_connection_file
-from tests.kernels import isolate_jupyter, stop_embedded
+from tests.kernels import install_python_kernel, isolate_jupyter, stop_embedded
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "magic_demo.ipynb"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -39,17 +37,7 @@ DirectSampling(evaluation=SystemExecTask("sleep 1", inputs=[x]), sampling=x.in_(
 def jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     """Isolated Jupyter directories, with a ``python3`` kernel that is this very Python."""
     dirs = isolate_jupyter(monkeypatch, tmp_path / "jupyter")
-    spec = dirs["data"] / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "Python 3 (the tests' environment)",
-                "language": "python",
-            }
-        )
-    )
+    install_python_kernel(dirs["data"])
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     yield dirs
     stop_embedded(dirs["runtime"])

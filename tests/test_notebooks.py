@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
 import math
 import random
 import re
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from nbclient import NotebookClient
 
 from jupyter_mole.client import MoleClient
 from jupyter_mole.connection import FILE_NAME, read_connection_file
-from tests.kernels import isolate_jupyter, stop_embedded
+from tests.kernels import install_python_kernel, isolate_jupyter, stop_embedded
 from tests.servers import PASSWORD, ServerProcess
 from tests.test_notebook_magic import WIDGET_STATE, WIDGET_VIEW, outputs
 
@@ -49,17 +47,7 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
     root = tmp_path_factory.mktemp("notebooks-jupyter")
     with pytest.MonkeyPatch.context() as patch:
         dirs = isolate_jupyter(patch, root / "jupyter")
-        spec = dirs["data"] / "kernels" / "python3"
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(
-            json.dumps(
-                {
-                    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                    "display_name": "Python 3 (the tests' environment)",
-                    "language": "python",
-                }
-            )
-        )
+        install_python_kernel(dirs["data"])
         patch.setenv("IPYTHONDIR", str(root / "ipython"))
         patch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: PNG figures
         for name in REMOTE_VARIABLES:

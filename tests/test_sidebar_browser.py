@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.batch_systems import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -91,13 +92,8 @@ def _notebook(*sources: str) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _isolated_env(base: Path) -> dict[str, str]:
+def isolated_lab_environment(base: Path) -> dict[str, str]:
+    """Jupyter's directories under ``base``, no MOLE_* setting: a lab of its own, embedded server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "MOLE_"))}
     for name in ("runtime", "data", "config"):
         (base / name).mkdir(parents=True, exist_ok=True)
@@ -122,9 +118,9 @@ class Lab:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.root = base / "root"
-        self.env = _isolated_env(base / "jupyter")
+        self.env = isolated_lab_environment(base / "jupyter")
         self.token = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = base / "jupyter-lab.log"
         self.process: subprocess.Popen[bytes] | None = None

@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.batch_systems import free_port  # noqa: E402
+from tests.test_sidebar_browser import isolated_lab_environment  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 CHROMIUM_ARGS += ["--disable-background-networking", "--disable-component-update"]
@@ -65,27 +69,6 @@ def notebook() -> str:
     return json.dumps(
         {"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def environment(base: Path) -> dict[str, str]:
-    """Jupyter's directories in ``base``; no MOLE_* setting, so the embedded server is used."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "MOLE_"))}
-    for name in ("runtime", "data", "config"):
-        (base / name).mkdir(parents=True, exist_ok=True)
-        env[f"JUPYTER_{name.upper()}_DIR"] = str(base / name)
-    labconfig = base / "config" / "labconfig"
-    labconfig.mkdir()
-    (labconfig / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
-    )
-    env["JUPYTER_PLATFORM_DIRS"] = "1"
-    return env
 
 
 def api(url: str, token: str, endpoint: str) -> object:
@@ -173,7 +156,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mole-screenshots-") as tmp:
         base = Path(tmp)
         (root / "analysis.ipynb").write_text(notebook())
-        env = environment(base / "jupyter")
+        env = isolated_lab_environment(base / "jupyter")
         token, port = secrets.token_hex(16), free_port()
         url = f"http://127.0.0.1:{port}/"
         args = [

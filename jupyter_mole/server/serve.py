@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .. import archive
+from ..argtypes import positive_int
 
 __all__ = ["add_parser", "cmd_serve", "default_state_directory"]
 
@@ -24,16 +25,6 @@ __all__ = ["add_parser", "cmd_serve", "default_state_directory"]
 def default_state_directory() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "jupyter-mole" / "server"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,19 +63,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes of the local Dask cluster (default: one per core)",
     )
     p.add_argument(
-        "--max-upload", type=_positive, default=archive.DEFAULT_MAX_UPLOAD, metavar="BYTES",
+        "--max-upload", type=positive_int, default=archive.DEFAULT_MAX_UPLOAD, metavar="BYTES",
         help="largest upload accepted, in bytes (default 1 GiB)",
     )  # fmt: skip
     p.add_argument(
-        "--max-unpacked", type=_positive, default=archive.DEFAULT_MAX_UNPACK, metavar="BYTES",
+        "--max-unpacked", type=positive_int, default=archive.DEFAULT_MAX_UNPACK, metavar="BYTES",
         help="most bytes an upload may unpack to (default 4 GiB)",
     )  # fmt: skip
     p.add_argument(
-        "--max-files", type=_positive, default=archive.DEFAULT_MAX_FILES, metavar="N",
+        "--max-files", type=positive_int, default=archive.DEFAULT_MAX_FILES, metavar="N",
         help=f"most files and folders an upload may hold (default {archive.DEFAULT_MAX_FILES:,})",
     )  # fmt: skip
     p.add_argument(
-        "--token-duration-ms", type=_positive, default=86_400_000, help=argparse.SUPPRESS
+        "--token-duration-ms", type=positive_int, default=86_400_000, help=argparse.SUPPRESS
     )  # for tests: how long a token lives
     p.add_argument(
         "--login-block-seconds", type=float, default=60.0, help=argparse.SUPPRESS
