@@ -117,6 +117,7 @@ class BatchClusterManager:
         self._connection: ClusterConnection | None = None
         self._cluster: Any = None
         self._monitor: asyncio.Task | None = None
+        self._adaptive: Any = None
         self._lock = asyncio.Lock()
         self._arrived: set[str] = set()
         self._closing = False
@@ -150,11 +151,13 @@ class BatchClusterManager:
             )
             self._cluster = cluster
             cluster.scheduler.add_plugin(_Arrivals(self._arrived), name="mole-arrivals")
-            cluster.adapt(minimum=0, maximum=environment.max_jobs, interval="1s", wait_count=5)
+            self._adaptive = cluster.adapt(
+                minimum=0, maximum=environment.max_jobs, interval="1s", wait_count=5
+            )
             client = await Client(cluster, asynchronous=True)
         await client.register_plugin(MoleWorkerPlugin())
         connection = ClusterConnection(client, environment.slots)
-        self._monitor = asyncio.ensure_future(self._watch(connection))
+        self._monitor = asyncio.ensure_future(self._watch())
         return connection
 
     # -- what the jobs say ---------------------------------------------------------
@@ -179,8 +182,8 @@ class BatchClusterManager:
         attempts = self.environment.max_job_attempts
         self._report(ErrorLevel.SEVERE, f"{message} (attempt {self.failures}/{attempts})", details)
         if self.failures >= attempts and self._connection is not None:
-            if self._cluster is not None and getattr(self._cluster, "_adaptive", None):
-                self._cluster._adaptive.stop()
+            if self._adaptive is not None:
+                self._adaptive.stop()  # no more submissions
             self._connection.break_with(
                 EnvironmentFailure(
                     self.environment.name,
@@ -197,7 +200,7 @@ class BatchClusterManager:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-    async def _watch(self, connection: ClusterConnection) -> None:
+    async def _watch(self) -> None:
         """Every second: which of our batch jobs have left the queue, and why."""
         command = _STATUS_COMMANDS.get(self.environment.kind)
         while not self._closing and command is not None:
