@@ -188,3 +188,16 @@ def client(mole_server: ServerProcess) -> Iterator[MoleClient]:
 
 def info_of(client: MoleClient, execution_id: str) -> Any:
     return next(i for i in client.list(details=True) if i.id == execution_id)
+
+
+# A quick script for the magics tests (test_magics*, test_magics_connection imports it).
+QUICK_SCRIPT = """
+x, y = Val(int), Val(int)
+
+@PythonTask(inputs=[x], outputs=[y])
+def double(x):
+    print(f"hello {x}")
+    return {"y": 2 * x}
+
+DirectSampling(evaluation=double, sampling=x.in_(range(4))).hook(work_directory / "r.csv")
+"""

@@ -8,195 +8,46 @@ directories at the test's temporary directory, so the connection file and the
 embedded server's state go there; every embedded server a test starts is
 killed at its end (``no_stray_servers``).
 
-The helpers here (``Api``, ``on_loop``, the fixtures) serve the other
-``test_labserver_*`` modules too.
+The helpers and fixtures are in ``tests/labservers.py``; they are imported
+here under their old names, which the other ``test_labserver_*`` modules
+import from this one. The extension's configuration is tested in
+``test_labserver_config.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
-import logging
-import os
-import re
-import shutil
-import signal
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403  (see the module's docstring)
-from tornado.httpclient import HTTPResponse
 
 from jupyter_mole import connection
 from jupyter_mole.client import MoleClient
-from jupyter_mole.labserver.backend import Backend
-from jupyter_mole.labserver.config import Mole
-from tests.servers import FAILING_SCRIPT, PI_SCRIPT, SLEEPY_SCRIPT
+from tests.labservers import (  # noqa: F401  (fixtures used by name; re-exported for test_labserver_*)
+    Api,
+    Records,
+    api_fixture,
+    backend_of,
+    jp_server_config_fixture,
+    mole_config_fixture,
+    no_stray_servers_fixture,
+    on_loop,
+    servers_under,
+    stop_group,
+    write_project,
+)
+from tests.servers import FAILING_SCRIPT, SLEEPY_SCRIPT
 
 QUICK_SCRIPT = """
 x = Val(int)
 DirectSampling(evaluation=EmptyTask(inputs=[x]), sampling=x.in_([1]))
 """
-
-# -- helpers shared by the test_labserver_* modules ------------------------------------------
-
-
-def on_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test on pytest-jupyter's event loop (the loop its server app runs on)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.get_event_loop().run_until_complete(test(*args, **kwargs))
-
-    return run
-
-
-class Api:
-    """``jp_fetch`` under ``mole/api/``: JSON in and out, the status checked, every body kept."""
-
-    def __init__(self, fetch: Callable[..., Awaitable[HTTPResponse]]) -> None:
-        self.fetch = fetch
-        self.seen: list[str] = []  # every body and header received, to look for secrets in
-
-    async def __call__(
-        self,
-        *parts: str,
-        method: str = "GET",
-        body: Any = None,
-        params: dict[str, str] | None = None,
-        expect: int = 200,
-    ) -> Any:
-        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
-        if body is not None:
-            kwargs["body"] = body if isinstance(body, str | bytes) else json.dumps(body)
-        elif method == "POST":
-            kwargs["body"] = b""
-        response = await self.fetch("mole", "api", *parts, params=params, **kwargs)
-        text = response.body.decode("utf-8", "replace") if response.body else ""
-        self.seen.append(text)
-        self.seen.append(str(dict(response.headers.get_all())))
-        assert response.code == expect, f"{method} {'/'.join(parts)}: {response.code} {text}"
-        return json.loads(text) if text else None
-
-    async def start(self, path: str) -> str:
-        return (await self("executions", method="POST", body={"path": path}, expect=201))["id"]
-
-    async def wait(self, execution_id: str, timeout: float = 90) -> dict[str, Any]:
-        """Poll the state until the execution ends; the last state."""
-        deadline = time.monotonic() + timeout
-        while True:
-            state = await self("executions", execution_id, "state")
-            if state["state"] != "running":
-                return state
-            assert time.monotonic() < deadline, f"still running after {timeout} s: {state}"
-            await asyncio.sleep(0.3)
-
-    def assert_never_seen(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            if secret:
-                assert not any(secret in text for text in self.seen), "a secret reached the browser"
-
-
-class Records(logging.Handler):
-    """What a logger says while attached (independent of pytest's log capture)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__(logging.DEBUG)
-        self.logger, self.records = logger, []  # type: ignore[var-annotated]
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-    def __enter__(self) -> Records:
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self)
-
-
-def backend_of(serverapp: Any) -> Backend:
-    return serverapp.web_app.settings["mole_backend"]
-
-
-def write_project(root: Path, folder: str = "project", script: str = PI_SCRIPT) -> str:
-    """A folder of Jupyter's file tree with a script (and a data file); the script's path."""
-    (root / folder / "data").mkdir(parents=True, exist_ok=True)
-    (root / folder / "model.oms").write_text(script)
-    (root / folder / "data" / "input.txt").write_text("some input\n")
-    return f"{folder}/model.oms"
-
-
-def stop_group(pid: int, timeout: float = 20) -> None:
-    """Stop a server started in its own session, and its Dask workers with it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
-
-
-def servers_under(path: Path) -> list[psutil.Process]:
-    """The ``jupyter_mole serve`` processes whose command line names something under ``path``."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE or "serve" not in cmdline:
-            continue
-        if any(str(path) in arg for arg in cmdline) and "jupyter_mole" in cmdline:
-            found.append(process)
-    return found
-
-
-@pytest.fixture(name="no_stray_servers")
-def no_stray_servers_fixture(tmp_path: Path) -> Iterator[None]:
-    """Kill every embedded server a test started (its state is under the test's tmp_path)."""
-    yield
-    for process in servers_under(tmp_path):
-        stop_group(process.pid)
-    assert not servers_under(tmp_path)
-
-
-@pytest.fixture(name="mole_config")
-def mole_config_fixture(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """``c.Mole`` for the test: one embedded worker, unless parametrized (``indirect=True``)
-    with a dict, or a function of the request (to reach other fixtures) returning one."""
-    param = getattr(request, "param", None)
-    if param is None:
-        return {"embedded_workers": 1}
-    return param(request) if callable(param) else dict(param)
-
-
-@pytest.fixture(name="jp_server_config")
-def jp_server_config_fixture(mole_config: dict[str, Any], no_stray_servers: None) -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_mole": True}}, "Mole": mole_config}
-
-
-@pytest.fixture(name="api")
-def api_fixture(jp_fetch: Any) -> Api:
-    return Api(jp_fetch)
-
 
 # -- an embedded server shared by the module's tests (the extension reuses it) ---------------
 
@@ -574,100 +425,3 @@ async def test_any_base_url(
         "/mole/api/service", headers=jp_auth_header, raise_error=False
     )
     assert bare.code == 404
-
-
-# -- configuration --------------------------------------------------------------------------------
-
-
-def test_every_trait_has_help() -> None:
-    traits = Mole.class_traits(config=True)
-    assert {
-        "url",
-        "password",
-        "password_file",
-        "ca_file",
-        "fingerprint",
-        "verify_tls",
-        "api",
-    } <= set(traits)
-    assert {"state_directory", "embedded_workers", "poll_interval"} <= set(traits)
-    for name, trait in traits.items():
-        assert len(trait.help) > 20, name
-    assert Mole().poll_interval == 1.0 and Mole().url is None
-
-
-PIN = ":".join(["AB"] * 32)
-
-
-@pytest.mark.parametrize(
-    ("config", "trait"),
-    [
-        ({"url": "ftp://host/x"}, "Mole.url"),
-        ({"url": "localhost:8443"}, "Mole.url"),
-        ({"poll_interval": 0}, "Mole.poll_interval"),
-        ({"poll_interval": "often"}, "poll_interval"),
-        ({"password_file": "/no/such/file"}, "Mole.password_file"),
-        ({"ca_file": "/no/such/ca.pem"}, "Mole.ca_file"),
-        ({"url": "https://h:1", "password": "a", "password_file": __file__}, "Mole.password"),
-        ({"url": "http://h:1", "fingerprint": PIN}, "Mole.fingerprint"),
-        ({"url": "https://h:1", "fingerprint": "not-hex"}, "Mole.fingerprint"),
-        ({"api": "soap"}, "Mole.api"),
-        ({"embedded_workers": -1}, "Mole.embedded_workers"),
-    ],
-)
-def test_invalid_configuration_fails_at_start_naming_the_trait(
-    jp_configurable_serverapp: Any,
-    jp_server_config: dict[str, Any],
-    config: dict[str, Any],
-    trait: str,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    jp_server_config["Mole"] = config
-    # by default Jupyter logs a failing extension and goes on without it...
-    app = jp_configurable_serverapp(config=jp_server_config)
-    assert "mole_backend" not in app.web_app.settings
-    logged = caplog.text + capsys.readouterr().err  # the app logs to stderr while it starts
-    failures = [line for line in logged.splitlines() if "jupyter_mole | extension failed" in line]
-    assert failures and trait in failures[0], logged
-    type(app).clear_instance()
-    # ...and a server that must not start without it fails
-    jp_server_config["ServerApp"]["reraise_server_extension_failures"] = True
-    with pytest.raises(SystemExit):
-        jp_configurable_serverapp(config=jp_server_config)
-    said = capsys.readouterr().err
-    assert re.search(f"Bad config encountered during initialization: .*{re.escape(trait)}", said)
-
-
-@pytest.mark.slow
-def test_installing_the_package_enables_the_extension(tmp_path: Path) -> None:
-    """``pip install`` put the config file in the environment; Jupyter lists the extension OK."""
-    package_file = (
-        Path(__file__).parent.parent
-        / "jupyter_mole"
-        / "etc"
-        / "jupyter_server_config.d"
-        / "jupyter_mole.json"
-    )
-    installed = (
-        Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "jupyter_mole.json"
-    )
-    assert json.loads(installed.read_text()) == json.loads(package_file.read_text())
-    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
-    assert jupyter is not None
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")},
-        "HOME": str(tmp_path),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "NO_COLOR": "1",
-    }
-    listed = subprocess.run(
-        [jupyter, "server", "extension", "list"],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
-    )  # fmt: skip
-    text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
-    assert re.search(r"jupyter_mole\s+enabled", text), text
-    assert re.search(r"jupyter_mole 0\.1\.0\s+OK", text), text
-    assert not servers_under(tmp_path)  # listing does not start a backend

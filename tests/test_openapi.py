@@ -1,355 +1,53 @@
-"""The OpenAPI description (jupyter_mole/server/openapi.json): valid, complete, and true to the server.
+"""The OpenAPI description (jupyter_mole/server/openapi.json), true to live servers.
 
-Three layers:
-
-- the document itself: valid OpenAPI 3.1 (openapi-spec-validator), shipped in the
-  package, served at /openapi.json, and covering exactly the server's route table;
-- ``check``, which asserts that a real answer is one the description documents for
-  its request (status, required headers, content type, JSON body against the
-  schema, empty body where none is documented) -- and is shown to reject answers
-  that break the description;
-- real answers of live servers (the session's HTTPS server with a password, and a
-  private one for the upload cap and the brake on guessing) for every route and
-  every status of PROTOCOL.md. The last test checks that every (operation, status)
-  the description documents was met at least once.
+Real answers of live servers (the session's HTTPS server with a password, and a private one
+for the upload cap and the brake on guessing) for every route and every status of
+PROTOCOL.md, each asserted by ``check`` (tests/openapi_description.py) to be one the
+description documents. The last test checks that every (operation, status) the description
+documents was met at least once, so the live tests all stay in this one file; the document
+itself and ``check``'s own tests are in tests/test_openapi_document.py (split off to keep
+each file under ~600 lines).
 """
 
 from __future__ import annotations
 
-import copy
 import gzip
 import io
 import json
 import re
-import socket
 import tarfile
-import time
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import httpx
-import openapi_spec_validator
 import pytest
-import tornado.web
-from jsonschema import Draft202012Validator
-from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 import jupyter_mole
-from jupyter_mole.server import job_api, token_api
-from tests.servers import (
-    FAILING_SCRIPT,
-    PASSWORD,
-    PI_SCRIPT,
-    SLEEPY_SCRIPT,
-    ServerProcess,
-    make_archive,
-    serve_process,
+from tests.openapi_description import (
+    FILES,
+    SEEN,
+    SPEC,
+    check,
+    operations,
+    raw_exchange,
+    schema_errors,
+    start,
+    upload,
+    wait,
 )
+from tests.servers import PASSWORD, ServerProcess, make_archive, serve_process
 
-OPENAPI = Path(jupyter_mole.__file__).parent / "server" / "openapi.json"
-SPEC: dict[str, Any] = json.loads(OPENAPI.read_text())
-BASE_URI = "urn:jupyter-mole:openapi"
-REGISTRY = Registry().with_resource(
-    BASE_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012)
-)
-METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # Statuses no test can bring about on a healthy machine.
 UNREACHABLE = {
     ("POST", "/start", "507"): "needs a full disk",
     ("POST", "/job", "507"): "needs a full disk",
 }
-SEEN: set[tuple[str, str, str]] = set()  # (METHOD, template, status) that check() met
-
-
-# -- reading the description --------------------------------------------------------------
-def operations() -> list[tuple[str, str, dict[str, Any]]]:
-    """(METHOD, template, operation) for every operation, PROPFIND included."""
-    found = []
-    for template, item in SPEC["paths"].items():
-        found += [(m.upper(), template, item[m]) for m in METHODS if m in item]
-        found += [(m, template, op) for m, op in item.get("x-additionalOperations", {}).items()]
-    return found
-
-
-def operation_pointer(method: str, template: str) -> str:
-    item = SPEC["paths"][template]
-    escaped = template.replace("~", "~0").replace("/", "~1")
-    if method.lower() in item:
-        return f"/paths/{escaped}/{method.lower()}"
-    assert method in item.get("x-additionalOperations", {}), f"{method} {template} is not described"
-    return f"/paths/{escaped}/x-additionalOperations/{method}"
-
-
-def at(pointer: str) -> Any:
-    node: Any = SPEC
-    for part in pointer.lstrip("/").split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        node = node[part]
-    return node
-
-
-def deref(pointer: str) -> tuple[str, Any]:
-    """The object at ``pointer``, following ``$ref``s; and where it really is."""
-    node = at(pointer)
-    while isinstance(node, dict) and "$ref" in node:
-        pointer = node["$ref"].removeprefix("#")
-        node = at(pointer)
-    return pointer, node
-
-
-def validator(pointer: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"{BASE_URI}#{pointer}"}, registry=REGISTRY)
-
-
-def schema_errors(component: str, instance: Any) -> list[str]:
-    return [e.message for e in validator(f"/components/schemas/{component}").iter_errors(instance)]
-
-
-def template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^}]+\})", template)
-    pattern = "".join(
-        (".+" if p == "{path}" else "[^/]+") if p.startswith("{") else re.escape(p) for p in parts
-    )
-    if template.endswith("/workDirectory"):
-        pattern += "/?"  # the whole work directory, with or without a trailing slash
-    return re.compile(pattern)
-
-
-def check(response: httpx.Response, template: str) -> Any:
-    """Assert ``response`` is an answer the description documents; its body, parsed.
-
-    Fails on an undocumented status, a missing required header or one of the wrong
-    type, an undocumented content type, a JSON body its schema refuses, or a body
-    where the description documents none.
-    """
-    method = response.request.method
-    path = response.request.url.path
-    assert template_regex(template).fullmatch(path), f"{path} is not {template}"
-    op_pointer = operation_pointer(method, template)
-    status = str(response.status_code)
-    what = f"{method} {path} answered {status} {response.text[:500]!r}"
-    assert status in at(op_pointer)["responses"], f"undocumented status: {what}"
-    pointer, documented = deref(f"{op_pointer}/responses/{status}")
-    for name in documented.get("headers", {}):
-        header_pointer, header = deref(f"{pointer}/headers/{name}")
-        if name not in response.headers:
-            assert not header.get("required"), f"no {name} header: {what}"
-            continue
-        raw = response.headers[name]
-        value: Any = raw
-        if header["schema"].get("type") == "integer":
-            assert re.fullmatch(r"\d+", raw), f"{name}: {raw!r} is not an integer: {what}"
-            value = int(raw)
-        errors = [e.message for e in validator(f"{header_pointer}/schema").iter_errors(value)]
-        assert not errors, f"{name}: {raw!r}: {errors}: {what}"
-    content = documented.get("content")
-    if not content:
-        assert response.content == b"", f"a body where none is documented: {what}"
-        SEEN.add((method, template, status))
-        return None
-    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    assert media in content, f"content type {media!r}, documented {sorted(content)}: {what}"
-    body: Any = response.content
-    if media == "application/json":
-        try:
-            body = response.json()
-        except ValueError:
-            raise AssertionError(f"not JSON: {what}") from None
-        media_pointer = f"{pointer}/content/{media.replace('/', '~1')}"
-        errors = sorted(validator(f"{media_pointer}/schema").iter_errors(body), key=str)
-        assert not errors, f"the body breaks its schema: {[e.message for e in errors]}: {what}"
-    elif media.startswith("text/"):
-        body = response.text
-    SEEN.add((method, template, status))
-    return body
-
-
-# -- the document itself ---------------------------------------------------------------------
-def test_the_document_is_valid_openapi_3_1() -> None:
-    assert SPEC["openapi"].startswith("3.1.")
-    openapi_spec_validator.validate(SPEC)
-    # written as 2-space JSON, so that diffs stay readable
-    assert OPENAPI.read_text() == json.dumps(SPEC, indent=2, ensure_ascii=False) + "\n", (
-        "reformat it: python -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); "
-        'open(p, "w").write(json.dumps(d, indent=2, ensure_ascii=False) + "\\n")\' '
-        "jupyter_mole/server/openapi.json"
-    )
-
-
-def broken(change: Any) -> dict[str, Any]:
-    document = copy.deepcopy(SPEC)
-    change(document)
-    return document
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda d: d["paths"]["/job/{id}"]["get"].update(parameters=[]),  # {id} undeclared
-        lambda d: d["paths"]["/token"]["post"]["responses"].update({"2000": {"description": ""}}),
-        lambda d: d["components"]["schemas"]["Token"]["properties"]["token"].update(type="text"),
-        lambda d: d["components"]["parameters"]["IdQuery"].update({"in": "body"}),
-    ],
-    ids=["undeclared-path-parameter", "bad-status", "bad-type", "bad-location"],
-)
-def test_the_validator_refuses_a_broken_document(change: Any) -> None:
-    """The validation above can fail."""
-    with pytest.raises(OpenAPIValidationError):
-        openapi_spec_validator.validate(broken(change))
-
-
-def test_propfind_is_a_valid_operation_too() -> None:
-    """PROPFIND sits in ``x-additionalOperations`` (3.1 has no slot for it): validate it as one."""
-    found = 0
-    for template, item in SPEC["paths"].items():
-        for method, op in item.get("x-additionalOperations", {}).items():
-            assert method == "PROPFIND"
-            probe = {**SPEC, "paths": {template: {"post": op}}}
-            openapi_spec_validator.validate(probe)
-            found += 1
-    assert found == 2
-
-
-def test_it_ships_in_the_package_and_names_its_version() -> None:
-    shipped = resources.files("jupyter_mole.server").joinpath("openapi.json").read_text()
-    assert json.loads(shipped) == SPEC
-    assert SPEC["info"]["version"] == jupyter_mole.__version__
-
-
-def implemented(handler: type[tornado.web.RequestHandler]) -> set[str]:
-    return {
-        m.upper()
-        for m in ("get", "post", "delete", "propfind", "put", "patch", "head", "options")
-        if getattr(handler, m, None) is not getattr(tornado.web.RequestHandler, m, None)
-    }
-
-
-def test_it_describes_every_route_and_no_other() -> None:
-    routes = [(re.compile(p + "$"), implemented(h)) for p, h in token_api.ROUTES + job_api.ROUTES]
-    described = {(method, template) for method, template, _ in operations()}
-    for method, template in described:
-        example = template.replace("{id}", "0f3e").replace("{path}", "data/notes.txt")
-        matches = [methods for pattern, methods in routes if pattern.fullmatch(example)]
-        assert matches, f"{template}: no such route on the server"
-        assert method in matches[0], f"{method} {template}: the server does not serve it"
-    for pattern, methods in routes:
-        for method in methods:
-            assert any(
-                m == method and pattern.fullmatch(t.replace("{id}", "x").replace("{path}", "p"))
-                for m, t in described
-            ), f"{method} {pattern.pattern} is served but not described"
-
-
-def test_every_operation_says_what_it_is() -> None:
-    for method, template, op in operations():
-        label = f"{method} {template}"
-        assert op.get("summary") and len(op.get("description", "")) > 20, label
-        generation = op.get("x-generation")
-        assert generation in ("token", "job", "extension"), label
-        assert op["tags"] == [
-            {
-                "token": "token API (generation 1)",
-                "job": "job API (generation 2)",
-                "extension": "extensions",
-            }[generation]
-        ], label
-        assert op.get("x-extension", False) is (generation == "extension"), label
-        if generation == "token":
-            assert method == "POST", label
-        public = template in ("/token", "/service-info", "/openapi.json")
-        assert ("security" in op and op["security"] == []) is public, label
-        statuses = set(op["responses"])
-        if not public:
-            assert {"400", "401"} <= statuses, label
-        dialect = "Error" if generation == "token" or template == "/token" else "ErrorKebab"
-        for status in statuses - {"200", "202"}:
-            _, answer = deref(f"{operation_pointer(method, template)}/responses/{status}")
-            schema = answer["content"]["application/json"]["schema"]
-            assert schema == {"$ref": f"#/components/schemas/{dialect}"}, f"{label} {status}"
-    assert {"bearerToken", "queryToken"} == set(SPEC["components"]["securitySchemes"])
-    assert SPEC["security"] == [{"bearerToken": []}, {"queryToken": []}]
-
-
-def test_the_schemas_refuse_wrong_shapes() -> None:
-    assert not schema_errors("Error", {"message": "m", "stackTrace": "t"})
-    assert schema_errors("Error", {"message": "m", "stack-trace": "t"})  # the other dialect
-    assert schema_errors("ErrorKebab", {"message": "m", "stackTrace": "t"})
-    assert schema_errors("Error", {"stackTrace": "t"})
-    running = {
-        "state": "running", "ready": 1, "running": 2, "completed": 3,
-        "capsules": [["model", {"ready": 1, "running": 2, "completed": 3}]],
-        "environments": [{"name": "local", "submitted": 2, "running": 2, "done": 3, "failed": 0,
-                          "errors": [{"message": "m", "stackTrace": "t", "level": "WARNING"}]}],
-    }  # fmt: skip
-    assert not schema_errors("ExecutionState", running)
-    assert schema_errors("ExecutionStateKebab", running)  # stackTrace in the kebab dialect
-    assert schema_errors("ExecutionState", {**running, "state": "failed"})  # failed, no error
-    assert schema_errors("ExecutionState", {**running, "error": {"message": "m"}})  # not failed
-    assert schema_errors("ExecutionState", {**running, "capsules": [["model"]]})
-    assert schema_errors("ExecutionState", {**running, "state": "paused"})
-    assert schema_errors("ExecutionState", {"state": "finished"})  # ours has counters always
-    assert schema_errors("DirectoryEntry", {"name": "a", "modified": 1, "type": "file"})
-    assert schema_errors("DirectoryEntry", {"name": "a", "modified": 1, "type": "directory",
-                                            "size": 3})  # fmt: skip
-    assert schema_errors("Token", {"token": "t", "duration": "86400000"})
-
-
-def fake(status: int, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.Response(status, request=httpx.Request(method, url), **kwargs)
-
-
-def test_check_refuses_answers_that_break_the_description() -> None:
-    url = "http://127.0.0.1/job/abc/state"
-    state = {"state": "finished", "ready": 0, "running": 0, "completed": 1, "capsules": [],
-             "environments": []}  # fmt: skip
-    assert check(fake(200, "GET", url, json=state), "/job/{id}/state") == state
-    refused = [
-        fake(500, "GET", url, json={"message": "boom"}),  # undocumented status
-        fake(417, "GET", url, json={"message": "Execution not found"}),  # the other generation's
-        fake(200, "GET", url, text=json.dumps(state)),  # text/plain
-        fake(200, "GET", url, json={**state, "stackTrace": "t"}),  # an unknown field
-        fake(404, "GET", url, json={"message": "m", "stackTrace": "t"}),  # camelCase on /job
-        fake(404, "GET", url, content=b'{"message": "m"}', headers={"Content-Type": "text/html"}),
-    ]
-    for response in refused:
-        with pytest.raises(AssertionError):
-            check(response, "/job/{id}/state")
-    output = "http://127.0.0.1/job/abc/output"
-    with pytest.raises(AssertionError, match="X-Next-Offset"):
-        check(fake(200, "GET", output, text="out"), "/job/{id}/output")
-    with pytest.raises(AssertionError, match="X-Next-Offset"):
-        check(
-            fake(200, "GET", output, text="o", headers={"X-Next-Offset": "-1"}), "/job/{id}/output"
-        )
-    with pytest.raises(AssertionError, match="a body where none"):
-        check(fake(200, "DELETE", "http://127.0.0.1/job/abc", text="x"), "/job/{id}")
-    with pytest.raises(AssertionError, match="is not"):
-        check(fake(200, "GET", "http://127.0.0.1/job", json=[]), "/job/{id}")
-    SEEN.clear()  # only real answers count below
 
 
 # -- live servers ------------------------------------------------------------------------
-FILES = {
-    "pi.oms": PI_SCRIPT,
-    "fail.oms": FAILING_SCRIPT,
-    "sleepy.oms": SLEEPY_SCRIPT,
-    "bad.oms": "x = = 1\n",
-    "nowf.oms": "x = 1\n",
-    "data/notes.txt": "a file in a folder\n",
-}
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_archive(tmp_path_factory.mktemp("openapi") / "work", FILES).read_bytes()
-
-
-def upload(archive: bytes) -> dict[str, Any]:
-    return {"workDirectory": ("work.tgz", archive, "application/gzip")}
 
 
 @pytest.fixture(scope="module")
@@ -368,21 +66,6 @@ def token(http: httpx.Client) -> str:
 @pytest.fixture(scope="module")
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def start(http: httpx.Client, auth: dict[str, str], archive: bytes, script: str) -> str:
-    answer = http.post("/job", headers=auth, data={"script": script}, files=upload(archive))
-    return check(answer, "/job")["id"]
-
-
-def wait(http: httpx.Client, auth: dict[str, str], execution_id: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = http.get(f"/job/{execution_id}/state", headers=auth).json()["state"]
-        if state != "running":
-            return state
-        assert time.monotonic() < deadline, f"{execution_id} still runs after {timeout} s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -839,26 +522,6 @@ def test_an_upload_over_the_cap_is_413(private_server: tuple[ServerProcess, str]
             )
         assert answer.status_code == 413, answer.text
         assert "4096" in check(answer, route)["message"]
-
-
-def raw_exchange(url: str, request: bytes) -> tuple[str, str]:
-    """Send ``request`` on a socket of its own: the answer's head, and what a next request gets."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, f"closed without an answer: {data!r}"
-            data += chunk
-        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        time.sleep(0.2)
-        try:
-            sock.sendall(b"GET /service-info HTTP/1.1\r\nHost: test\r\n\r\n")
-            data = sock.recv(65536)
-        except OSError:
-            data = b""
-    return head, data.split(b"\r\n", 1)[0].decode("latin-1") or "<closed>"
 
 
 UPLOAD = b"--x\r\n" + b"\0" * 10_000

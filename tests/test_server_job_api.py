@@ -3,152 +3,34 @@
 The routes are OpenMOLE's (``POST /job``, ``GET /job/:id/state``, the work
 directory by ``GET`` and ``PROPFIND``, ``DELETE``); ours take the token as a
 Bearer header or a ``token`` query parameter. Keys are kebab-case.
+
+The work directory's routes (``GET`` and ``PROPFIND``) are tested in
+``test_server_job_files.py``; the fixtures and helpers both use are in
+``tests/job_api.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.servers import (
-    FAILING_SCRIPT,
-    PASSWORD,
-    PI_SCRIPT,
-    SLEEPY_SCRIPT,
-    ServerProcess,
-    make_archive,
-)
+from tests.job_api import *  # noqa: F403  (the fixtures, used by name)
+from tests.job_api import FILES, delete, new_token, poll, start, submit
+from tests.servers import SLEEPY_SCRIPT, ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
 NOT_FOUND = {"message": "Execution not found"}
-FILE_NOT_FOUND = {"message": "File not found"}
-
-# Job x=1 fails on its first try (a WARNING, resubmitted); job x=0 holds the
-# execution running until the test drops a "release" file into the work directory.
-RETRY_SCRIPT = """
-import time
-x = Val(int)
-
-@PythonTask(inputs=[x])
-def flaky(x):
-    if x == 0:
-        start = time.time()
-        while work_directory.exists() and not (work_directory / "release").exists():
-            if time.time() - start > 60:
-                break
-            time.sleep(0.05)
-        return None
-    marker = work_directory / "tried"
-    if not marker.exists():
-        marker.write_text("once")
-        raise RuntimeError("flaky on its first try")
-    return None
-
-DirectSampling(evaluation=flaky.on(LocalEnvironment(2, retry=2)), sampling=x.in_([0, 1]))
-"""
-
-PRINTER_SCRIPT = """
-x = Val(int)
-
-@PythonTask(inputs=[x])
-def talk(x):
-    print(f"line {x} é")
-
-DirectSampling(evaluation=talk.on(LocalEnvironment(1)).by(1), sampling=x.in_(list(range(5))))
-"""
-
-FILES = {
-    "pi.oms": PI_SCRIPT,
-    "failing.oms": FAILING_SCRIPT,
-    "sleepy.oms": SLEEPY_SCRIPT,
-    "retry.oms": RETRY_SCRIPT,
-    "printer.oms": PRINTER_SCRIPT,
-    "broken.oms": "x = Val(int)\nx +\n",
-    "data/a.txt": "alpha\n",
-    "data/sub/b.txt": "beta\n",
-}
 
 
 # -- plumbing ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=60) as client:
-        yield client
-
-
-def new_token(http: httpx.Client) -> str:
-    answer = http.post("/token", data={"password": PASSWORD})
-    assert answer.status_code == 202, answer.text
-    return answer.json()["token"]
-
-
-@pytest.fixture(scope="module")
-def token(http: httpx.Client) -> str:
-    return new_token(http)
-
-
-@pytest.fixture(scope="module")
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return make_archive(tmp_path_factory.mktemp("job-api") / "work", FILES).read_bytes()
-
-
-def submit(
-    http: httpx.Client,
-    auth: dict[str, str],
-    archive: bytes | None,
-    script: str | None,
-    **extra: Any,
-) -> httpx.Response:
-    files: dict[str, Any] = {}
-    if script is not None:
-        files["script"] = (None, script)
-    if archive is not None:
-        files["workDirectory"] = ("workDirectory.tgz", archive, "application/gzip")
-    return http.post("/job", headers=auth, files=files, **extra)
-
-
-def start(http: httpx.Client, auth: dict[str, str], archive: bytes, script: str, **kw: Any) -> str:
-    answer = submit(http, auth, archive, script, **kw)
-    assert answer.status_code == 200, answer.text
-    assert list(answer.json()) == ["id"]
-    uuid.UUID(answer.json()["id"])
-    return answer.json()["id"]
-
-
-def poll(
-    http: httpx.Client,
-    auth: dict[str, str],
-    execution_id: str,
-    until: Callable[[dict[str, Any]], bool] = lambda s: s["state"] != "running",
-    timeout: float = 60,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = http.get(f"/job/{execution_id}/state", headers=auth)
-        assert answer.status_code == 200, answer.text
-        state = answer.json()
-        if until(state):
-            return state
-        assert time.monotonic() < deadline, f"no matching state in {timeout} s: {state}"
-        time.sleep(0.05)
 
 
 def sleeps(server: ServerProcess) -> set[int]:
@@ -183,37 +65,6 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def delete(http: httpx.Client, auth: dict[str, str], execution_id: str) -> None:
-    answer = http.delete(f"/job/{execution_id}", headers=auth)
-    assert answer.status_code == 200, answer.text
-
-
-def filename(answer: httpx.Response) -> str:
-    """The file name of ``Content-Disposition: attachment; filename=...`` (quoted or not)."""
-    kind, _, rest = answer.headers["content-disposition"].partition(";")
-    assert kind.strip() == "attachment"
-    key, _, value = rest.strip().partition("=")
-    assert key == "filename"
-    return value.strip('"')
-
-
-def tar_entries(data: bytes) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            out[member.name] = f.read() if f else None
-    return out
-
-
-@pytest.fixture(scope="module")
-def finished(http: httpx.Client, auth: dict[str, str], archive: bytes) -> Iterator[str]:
-    execution_id = start(http, auth, archive, "pi.oms")
-    assert poll(http, auth, execution_id)["state"] == "finished"
-    yield execution_id
-    delete(http, auth, execution_id)
 
 
 # -- POST /job -------------------------------------------------------------------------------
@@ -258,95 +109,6 @@ def test_post_job_with_a_script_that_does_not_load(
     assert set(body) == {"message", "stack-trace"}
     assert "broken.oms" in body["message"] and "line 2" in body["message"]
     assert "SyntaxError" in body["stack-trace"]
-
-
-# -- reading an execution ------------------------------------------------------------------------
-
-
-def test_state_output_and_files(http: httpx.Client, auth: dict[str, str], finished: str) -> None:
-    state = http.get(f"/job/{finished}/state", headers=auth).json()
-    assert state["state"] == "finished" and state["completed"] == 100
-
-    answer = http.get(f"/job/{finished}/output", headers=auth)
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    assert "pi_avg" in answer.text
-
-    # A file: raw bytes, named.
-    answer = http.get(f"/job/{finished}/workDirectory/data/a.txt", headers=auth)
-    assert answer.status_code == 200
-    assert answer.content == b"alpha\n"
-    assert filename(answer) == "a.txt"
-    answer = http.get(f"/job/{finished}/workDirectory/result.csv", headers=auth)
-    assert answer.text.splitlines()[0] == "pi_avg,pi_med"
-    assert filename(answer) == "result.csv"
-
-    # A folder: a tar.gz named after it, entries relative to it.
-    answer = http.get(f"/job/{finished}/workDirectory/data", headers=auth)
-    assert answer.status_code == 200
-    assert filename(answer) == "data.tgz"
-    entries = tar_entries(answer.content)
-    assert entries["a.txt"] == b"alpha\n" and entries["sub/b.txt"] == b"beta\n"
-    assert not any(n.startswith(("/", "data/", "..")) for n in entries)
-
-    # The empty path: the whole work directory.
-    for url in (f"/job/{finished}/workDirectory/", f"/job/{finished}/workDirectory"):
-        answer = http.get(url, headers=auth)
-        assert answer.status_code == 200, url
-        assert filename(answer).endswith(".tgz")
-        entries = tar_entries(answer.content)
-        assert {"pi.oms", "result.csv", "data/a.txt", "data/sub/b.txt"} <= set(entries)
-
-
-def test_propfind(http: httpx.Client, auth: dict[str, str], finished: str) -> None:
-    answer = http.request("PROPFIND", f"/job/{finished}/workDirectory/pi.oms", headers=auth)
-    assert answer.status_code == 200
-    info = answer.json()
-    assert info["type"] == "file" and info["size"] == len(PI_SCRIPT.encode())
-    assert abs(info["modified"] / 1000 - time.time()) < 3600  # milliseconds since the epoch
-    assert set(info) == {"size", "modified", "type"}
-
-    answer = http.request("PROPFIND", f"/job/{finished}/workDirectory/", headers=auth)
-    listing = answer.json()
-    assert listing["type"] == "directory" and isinstance(listing["modified"], int)
-    entries = listing["entries"]
-    assert {e["name"] for e in entries} >= {"pi.oms", "result.csv", "data", "failing.oms"}
-    modified = [e["modified"] for e in entries]
-    assert modified == sorted(modified, reverse=True), "newest first"
-    assert entries[0]["name"] == "result.csv"  # written by the run, after the upload
-    by_name = {e["name"]: e for e in entries}
-    assert by_name["data"]["type"] == "directory" and "size" not in by_name["data"]
-    assert by_name["pi.oms"] == {
-        "name": "pi.oms",
-        "size": len(PI_SCRIPT.encode()),
-        "modified": by_name["pi.oms"]["modified"],
-        "type": "file",
-    }
-
-    answer = http.request(
-        "PROPFIND", f"/job/{finished}/workDirectory/data", headers=auth, params={"last": 1}
-    )
-    assert len(answer.json()["entries"]) == 1
-    answer = http.request(
-        "PROPFIND", f"/job/{finished}/workDirectory", headers=auth, params={"last": 2}
-    )
-    assert [e["name"] for e in answer.json()["entries"]] == [e["name"] for e in entries[:2]]
-
-
-@pytest.mark.parametrize(
-    "path",
-    ["nothing", "data/nothing", "..%2Findex.sqlite", "%2E%2E/%2E%2E", "/etc/passwd", "a" * 300,
-     "a%00b", "data/" + "b" * 300 + "/c"],
-)  # fmt: skip
-def test_files_not_found(
-    http: httpx.Client, auth: dict[str, str], finished: str, path: str
-) -> None:
-    for method in ("GET", "PROPFIND"):
-        answer = http.request(method, f"/job/{finished}/workDirectory/{path}", headers=auth)
-        assert answer.status_code == 404, (method, path, answer.status_code)
-        assert answer.json()["message"]
-    answer = http.get(f"/job/{finished}/workDirectory/nothing", headers=auth)
-    assert answer.json() == FILE_NOT_FOUND
 
 
 @pytest.mark.parametrize(
