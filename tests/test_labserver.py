@@ -282,6 +282,26 @@ async def test_cancel_failure_and_error_log(
         await api("executions", execution, method="DELETE")
 
 
+@pytest.mark.parametrize(
+    "mole_config", [{"embedded_workers": 1, "poll_interval": 0.2}], indirect=True, ids=["fast"]
+)
+@on_loop
+async def test_an_execution_removed_by_another_client_leaves_the_cache(
+    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, jp_root_dir: Path
+) -> None:
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    execution = await api.start(write_project(jp_root_dir, "quick", QUICK_SCRIPT))
+    assert (await api.wait(execution))["state"] == "finished"
+    assert execution in backend.pollers
+    with MoleClient(reuse_embedded.url, reuse_embedded.password) as kernel_client:
+        kernel_client.remove(execution)  # not through the extension: it cannot know
+    await asyncio.sleep(0.3)
+    assert execution not in [e["id"] for e in await api("executions")]
+    assert execution not in backend.pollers
+    await api("executions", execution, "state", expect=404)
+
+
 @on_loop
 async def test_every_route_says_what_is_wrong(
     reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, jp_root_dir: Path

@@ -242,7 +242,18 @@ class Backend:
             self.list_queries += 1
             infos = await self.call(self._list)
             self._list_cache = (time.monotonic(), infos)
+            self._drop_ended_pollers({i["id"] if isinstance(i, dict) else i.id for i in infos})
             return infos
+
+    def _drop_ended_pollers(self, listed: set[str]) -> None:
+        """Forget ended executions that the backend no longer lists (removed by another client).
+
+        An ended execution's state is never asked again, so without this its
+        cache would outlive it; a running one finds out at its next query.
+        """
+        for execution_id, poller in list(self.pollers.items()):
+            if execution_id not in listed and poller.state is not None and poller.state.done:
+                del self.pollers[execution_id]
 
     async def _list(self, client: AsyncMoleClient) -> list[Any]:
         kind = await client.detect()
