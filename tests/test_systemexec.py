@@ -342,3 +342,60 @@ def test_pickles_and_runs_after(job: JobContext) -> None:
     task.perform({"x": 1}, job)
     copy = pickle.loads(cloudpickle.dumps(task))
     assert copy.perform({"x": 2}, job) == {"out": "2\n"}
+
+
+def test_a_cancel_while_a_process_starts_waits_for_it_to_be_watched(job: JobContext) -> None:
+    """The exception that interrupts a job must not land between fork and watch."""
+    inside, cancelled, left = threading.Event(), threading.Event(), threading.Event()
+    raised_inside: list[BaseException] = []
+    raised_after: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with job.starting_process():
+                inside.set()
+                cancelled.wait(5)
+                deadline = time.monotonic() + 0.3
+                while time.monotonic() < deadline:  # bytecode: where an injected exception lands
+                    pass
+        except BaseException as error:
+            raised_inside.append(error)
+            return
+        left.set()
+        try:
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                pass
+        except BaseException as error:
+            raised_after.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert inside.wait(5)
+    job.cancel(thread.ident)
+    cancelled.set()
+    thread.join(5)
+    assert raised_inside == [] and left.is_set()
+    assert job.cancelled.is_set()
+    assert raised_after == []
+
+
+def test_a_cancel_outside_a_process_start_interrupts_the_thread(job: JobContext) -> None:
+    raised: list[BaseException] = []
+    running = threading.Event()
+
+    def run() -> None:
+        try:
+            running.set()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                pass
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert running.wait(5)
+    job.cancel(thread.ident)
+    thread.join(5)
+    assert len(raised) == 1 and isinstance(raised[0], JobCancelled)

@@ -8,12 +8,15 @@ holds no Dask object, so tasks run the same inside and outside a worker.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import os
 import signal
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["JobCancelled", "JobContext", "kill_process_group"]
@@ -52,6 +55,8 @@ class JobContext:
     scratch_directory: Path
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     process_groups: set[int] = dataclasses.field(default_factory=set)
+    _guard: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _starting: int = 0
 
     def new_job_directory(self) -> Path:
         """A fresh, empty folder for one job (SystemExecTask runs its commands in it)."""
@@ -78,6 +83,34 @@ class JobContext:
         for pgid in list(self.process_groups):
             kill_process_group(pgid)
 
-    def cancel(self) -> None:
-        self.cancelled.set()
-        self.kill_processes()
+    @contextlib.contextmanager
+    def starting_process(self) -> Iterator[None]:
+        """Hold off the cancelling exception while a child process starts and is watched.
+
+        An exception raised into the job's thread between the fork and
+        :meth:`watch` would leave the child running unseen. A cancel that comes
+        meanwhile only sets :attr:`cancelled` (and ``watch`` then kills the
+        child), so the caller must check it after the block.
+        """
+        with self._guard:
+            self._starting += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._starting -= 1
+
+    def cancel(self, thread_id: int | None = None) -> None:
+        """Stop the job: kill its processes and, given the thread that runs it, interrupt it.
+
+        The interruption is :class:`JobCancelled` raised in that thread, the
+        only way to stop a task's pure-Python loop; it is skipped while the job
+        is starting a process (see :meth:`starting_process`).
+        """
+        with self._guard:
+            self.cancelled.set()
+            self.kill_processes()
+            if thread_id is not None and not self._starting:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread_id), ctypes.py_object(JobCancelled)
+                )

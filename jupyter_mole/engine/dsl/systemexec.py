@@ -247,17 +247,19 @@ class SystemExecTask(Task):
     ) -> tuple[str, str, int]:
         """Run one command to its end, or until the job is cancelled; kill its group on exit."""
         try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                encoding="utf-8",
-                errors="replace",
-            )
+            with job.starting_process():
+                proc = subprocess.Popen(
+                    args,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    encoding="utf-8",
+                    errors="replace",
+                )
+                job.watch(proc)
         except FileNotFoundError:
             raise WorkflowError(
                 f"task {self.name}: program {args[0]!r} (in `{shown}`) was not found: it is not "
@@ -270,7 +272,6 @@ class SystemExecTask(Task):
             ) from None
         finished = False
         try:
-            job.watch(proc)
             while True:
                 try:
                     out, err = proc.communicate(timeout=0.2)

@@ -18,7 +18,6 @@ in its thread.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import io
@@ -235,10 +234,7 @@ def cancel_chunk(key: str) -> bool:
                     _cancelled_early.pop()
             return False
         thread_id, job = entry
-        job.cancel()
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread_id), ctypes.py_object(JobCancelled)
-        )
+        job.cancel(thread_id)
     return True
 
 
