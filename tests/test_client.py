@@ -493,12 +493,6 @@ def sleeping_jobs(server: ServerProcess) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it shows about one run in eight, so it cannot be strict
-    reason="server (engine) race: POST /job/:id/cancel (or DELETE /job/:id) within ~0.2 s of "
-    "POST /job answers 'cancelled', yet about one time in eight a job starts anyway and its "
-    "`sleep 30` runs on, holding a Dask worker for 30 s (the next execution waits for it)",
-)
 def test_cancel_right_after_start_stops_every_job(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
