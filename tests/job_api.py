@@ -4,8 +4,8 @@
 Not a plugin: each module takes the fixtures by ``from tests.job_api import *`` (so
 that they stay module-local, as when they were defined in the module, and a test's
 parameter named like a fixture does not shadow an import). The module-scoped ones
-(``http``, ``token``, ``auth``, ``archive``, ``finished``) are set up once per module
-that uses them.
+(``auth``, ``archive``, ``finished``) are set up once per module that uses them;
+``http`` and ``token`` come from ``tests.servers``.
 """
 
 from __future__ import annotations
@@ -20,38 +20,14 @@ import pytest
 
 from tests.servers import (
     FAILING_SCRIPT,
-    PASSWORD,
     PI_SCRIPT,
+    RETRY_SCRIPT,
     SLEEPY_SCRIPT,
-    ServerProcess,
     make_archive,
 )
 
-__all__ = ["archive", "auth", "finished", "http", "token"]
+__all__ = ["archive", "auth", "finished"]
 
-# Job x=1 fails on its first try (a WARNING, resubmitted); job x=0 holds the
-# execution running until the test drops a "release" file into the work directory.
-RETRY_SCRIPT = """
-import time
-x = Val(int)
-
-@PythonTask(inputs=[x])
-def flaky(x):
-    if x == 0:
-        start = time.time()
-        while work_directory.exists() and not (work_directory / "release").exists():
-            if time.time() - start > 60:
-                break
-            time.sleep(0.05)
-        return None
-    marker = work_directory / "tried"
-    if not marker.exists():
-        marker.write_text("once")
-        raise RuntimeError("flaky on its first try")
-    return None
-
-DirectSampling(evaluation=flaky.on(LocalEnvironment(2, retry=2)), sampling=x.in_([0, 1]))
-"""
 
 PRINTER_SCRIPT = """
 x = Val(int)
@@ -76,23 +52,6 @@ FILES = {
 
 
 # -- plumbing ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=60) as client:
-        yield client
-
-
-def new_token(http: httpx.Client) -> str:
-    answer = http.post("/token", data={"password": PASSWORD})
-    assert answer.status_code == 202, answer.text
-    return answer.json()["token"]
-
-
-@pytest.fixture(scope="module")
-def token(http: httpx.Client) -> str:
-    return new_token(http)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,14 @@
 ``serve_process`` starts one and waits until it listens; the ``mole_server``
 fixture shares one HTTPS server with a password across a test session, and
 ``start_server`` starts private ones (for restarts, plain HTTP, no password).
+The ``http`` and ``token`` fixtures (one per test module) talk to ``mole_server``
+on the wire, as a client written for OpenMOLE would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import signal
 import ssl
@@ -18,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 PASSWORD = "correct horse battery staple"
@@ -156,4 +160,57 @@ def fragile(x):
     raise ValueError("no good value here")
 
 DirectSampling(evaluation=fragile, sampling=x.in_([1]))
+"""
+
+
+@pytest.fixture(scope="module")
+def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
+    """A client of the session's server (HTTPS, password), with no token of its own."""
+    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=90) as client:
+        yield client
+
+
+def new_token(http: httpx.Client, password: str = PASSWORD) -> str:
+    answer = http.post("/token", data={"password": password})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["token"]
+
+
+@pytest.fixture(scope="module")
+def token(http: httpx.Client) -> str:
+    return new_token(http)
+
+
+def tar_entries(data: bytes) -> dict[str, bytes | None]:
+    """Entries of a tar.gz: name -> bytes (None for a folder)."""
+    out: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            out[member.name] = f.read() if f else None
+    return out
+
+
+# Job x=1 fails on its first try (a WARNING, resubmitted); job x=0 holds the
+# execution running until the test drops a "release" file into the work directory.
+RETRY_SCRIPT = """
+import time
+x = Val(int)
+
+@PythonTask(inputs=[x])
+def flaky(x):
+    if x == 0:
+        start = time.time()
+        while work_directory.exists() and not (work_directory / "release").exists():
+            if time.time() - start > 60:
+                break
+            time.sleep(0.05)
+        return None
+    marker = work_directory / "tried"
+    if not marker.exists():
+        marker.write_text("once")
+        raise RuntimeError("flaky on its first try")
+    return None
+
+DirectSampling(evaluation=flaky.on(LocalEnvironment(2, retry=2)), sampling=x.in_([0, 1]))
 """

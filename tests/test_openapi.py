@@ -51,19 +51,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
-    """A client of the session's server (HTTPS, password), with no token of its own."""
-    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=90) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def token(http: httpx.Client) -> str:
-    answer = http.post("/token", data={"password": PASSWORD})
-    return check(answer, "/token")["token"]
-
-
-@pytest.fixture(scope="module")
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

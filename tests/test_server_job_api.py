@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from tests.job_api import *  # noqa: F403  (the fixtures, used by name)
-from tests.job_api import FILES, delete, new_token, poll, start, submit
-from tests.servers import SLEEPY_SCRIPT, ServerProcess
+from tests.job_api import FILES, delete, poll, start, submit
+from tests.servers import SLEEPY_SCRIPT, ServerProcess, new_token
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,15 +8,13 @@ module-scoped ``http`` client, token and ``finished`` execution).
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 
 import httpx
 import pytest
 
 from tests.job_api import *  # noqa: F403  (the fixtures, used by name)
-from tests.servers import PI_SCRIPT
+from tests.servers import PI_SCRIPT, tar_entries
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,15 +28,6 @@ def filename(answer: httpx.Response) -> str:
     key, _, value = rest.strip().partition("=")
     assert key == "filename"
     return value.strip('"')
-
-
-def tar_entries(data: bytes) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            out[member.name] = f.read() if f else None
-    return out
 
 
 # -- reading an execution ------------------------------------------------------------------------

@@ -9,8 +9,6 @@ and its jobs' processes are gone. Tokens are held in memory only, and expire.
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from tests.servers import (
     SLEEPY_SCRIPT,
     ServerProcess,
     make_archive,
+    tar_entries,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -80,15 +79,6 @@ class Session:
         self.http.close()
 
 
-def tar_content(data: bytes) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            out[member.name] = f.read() if f else None
-    return out
-
-
 def everything(session: Session, execution_id: str) -> dict[str, Any]:
     """All a client can read of an execution, through both generations, with a fresh token."""
     token = session.new_token()  # its error cursor is at the start, as after a restart
@@ -98,7 +88,7 @@ def everything(session: Session, execution_id: str) -> dict[str, Any]:
     seen["output"] = session.post("/output", token, id=execution_id).json()
     answer = session.post("/download", token, id=execution_id)
     assert answer.status_code == 200
-    seen["work directory"] = tar_content(answer.content)
+    seen["work directory"] = tar_entries(answer.content)
     for path in seen["work directory"]:
         if seen["work directory"][path] is not None:
             answer = session.post("/download", token, id=execution_id, path=path)
@@ -110,7 +100,7 @@ def everything(session: Session, execution_id: str) -> dict[str, Any]:
     seen["job errors"] = session.get(f"{job}/errors", token).json()
     seen["propfind"] = session.get(f"{job}/workDirectory/", token, "PROPFIND").json()
     seen["job data"] = session.get(f"{job}/workDirectory/data", token).content
-    seen["job data"] = tar_content(seen["job data"])
+    seen["job data"] = tar_entries(seen["job data"])
     return seen
 
 

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.servers import PASSWORD, PI_SCRIPT, ServerProcess, serve_process
+from tests.servers import PASSWORD, PI_SCRIPT, ServerProcess, new_token, serve_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,20 +35,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=60) as client:
-        yield client
-
-
-def get_token(http: httpx.Client, password: str = PASSWORD) -> str:
-    answer = http.post("/token", data={"password": password})
-    assert answer.status_code == 202, answer.text
-    return answer.json()["token"]
-
-
-@pytest.fixture(scope="module")
 def auth(http: httpx.Client) -> dict[str, str]:
-    return {"Authorization": f"Bearer {get_token(http)}"}
+    return {"Authorization": f"Bearer {new_token(http)}"}
 
 
 def tar_gz(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
@@ -204,7 +192,7 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def capped_http(capped: ServerProcess) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
     with httpx.Client(base_url=capped.url, timeout=60) as client:
-        yield client, {"Authorization": f"Bearer {get_token(client)}"}
+        yield client, {"Authorization": f"Bearer {new_token(client)}"}
 
 
 def test_upload_over_the_cap_is_413(
@@ -508,7 +496,7 @@ def mistakes(token: str) -> list[tuple[str, str, dict[str, Any]]]:
 def test_user_mistakes_get_a_message_not_a_traceback(
     http: httpx.Client, mole_server: ServerProcess
 ) -> None:
-    token = get_token(http)
+    token = new_token(http)
     before = snapshot(mole_server)
     tracebacks = mole_server.output().count("Traceback")
     for method, url, kwargs in mistakes(token):

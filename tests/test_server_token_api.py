@@ -8,8 +8,6 @@ parts; errors are ``{"message"}`` with the statuses of PROTOCOL.md, word for wor
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,37 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FAILING_SCRIPT, PASSWORD, PI_SCRIPT, ServerProcess, make_archive
+from tests.servers import (
+    FAILING_SCRIPT,
+    PASSWORD,
+    PI_SCRIPT,
+    RETRY_SCRIPT,
+    ServerProcess,
+    make_archive,
+    tar_entries,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 NO_TOKEN = {"message": "This service requires a valid token"}
 NOT_FOUND = {"message": "Execution not found"}
 ID_MISSING = {"message": "id is missing"}
-
-# A job that fails once (WARNING, resubmitted) beside one that holds the execution
-# running until the test drops a "release" file into the work directory.
-RETRY_SCRIPT = """
-import time
-x = Val(int)
-
-@PythonTask(inputs=[x])
-def flaky(x):
-    if x == 0:
-        start = time.time()
-        while work_directory.exists() and not (work_directory / "release").exists():
-            if time.time() - start > 60:
-                break
-            time.sleep(0.05)
-        return None
-    marker = work_directory / "tried"
-    if not marker.exists():
-        marker.write_text("once")
-        raise RuntimeError("flaky on its first try")
-    return None
-
-DirectSampling(evaluation=flaky.on(LocalEnvironment(2, retry=2)), sampling=x.in_([0, 1]))
-"""
 
 FILES = {
     "pi.oms": PI_SCRIPT,
@@ -63,19 +45,6 @@ FILES = {
 
 
 # -- plumbing ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http(mole_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mole_server.url, verify=mole_server.verify, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def token(http: httpx.Client) -> str:
-    answer = http.post("/token", data={"password": PASSWORD})
-    assert answer.status_code == 202, answer.text
-    return answer.json()["token"]
 
 
 @pytest.fixture(scope="module")
@@ -156,16 +125,6 @@ def check_running_shape(state: dict[str, Any]) -> None:
         assert isinstance(environment["errors"], list)
 
 
-def tar_names(data: bytes) -> dict[str, bytes | None]:
-    """Entries of a tar.gz: name -> bytes (None for a folder)."""
-    out: dict[str, bytes | None] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            out[member.name] = f.read() if f else None
-    return out
-
-
 # -- the whole flow ----------------------------------------------------------------------------
 
 
@@ -210,13 +169,13 @@ def test_seed_flow_end_to_end(http: httpx.Client, archive: bytes, style: str) ->
     answer = send(http, "/download", style, token=token, id=execution_id, path="data")
     assert answer.status_code == 200
     assert answer.headers["content-disposition"] == "attachment; filename=archive.tgz"
-    entries = tar_names(answer.content)
+    entries = tar_entries(answer.content)
     assert entries["a.txt"] == b"alpha\n" and entries["sub/b.txt"] == b"beta\n"
     assert not any(n.startswith(("/", "data", "..")) for n in entries)
 
     # No path: the whole work directory, results included.
     answer = send(http, "/download", style, token=token, id=execution_id)
-    entries = tar_names(answer.content)
+    entries = tar_entries(answer.content)
     assert {"pi.oms", "result.csv", "data/a.txt", "data/sub/b.txt"} <= set(entries)
     assert entries["pi.oms"] == PI_SCRIPT.encode()
 
@@ -437,7 +396,7 @@ def test_download_through_a_link_leading_outside(
             assert "outside" in answer.json()["message"]
         # Nor do the links come along in the whole work directory's archive.
         answer = http.post("/download", data={"token": token, "id": finished})
-        names = tar_names(answer.content)
+        names = tar_entries(answer.content)
         assert "pi.oms" in names and not any(n.startswith(("etc/", "up/")) for n in names)
     finally:
         (work / "etc").unlink()
