@@ -52,7 +52,12 @@ DEFAULT_IGNORES: tuple[str, ...] = (
 )
 """gitignore patterns applied before any ``.moleignore`` (which may re-include with ``!``).
 Any folder that holds a ``pyvenv.cfg`` (a virtual environment, whatever its name: ``env``,
-``myenv``...) is always skipped as well."""
+``myenv``...) or a ``conda-meta/`` folder (a conda environment) is always skipped as well."""
+
+
+def _is_environment(folder: str) -> bool:
+    """A Python environment, whatever its name: gigabytes that a workflow never needs sent."""
+    return Path(folder, "pyvenv.cfg").exists() or Path(folder, "conda-meta").is_dir()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +160,7 @@ def scan(
             if item.is_symlink():
                 _link(item, rel, real_root, rules, follow_outside, excluded, found)
             elif item.is_dir(follow_symlinks=False):
-                if rules.ignored(rel, True) or (
-                    use_ignores and Path(item.path, "pyvenv.cfg").exists()
-                ):
+                if rules.ignored(rel, True) or (use_ignores and _is_environment(item.path)):
                     continue
                 found.folders.append(Entry(rel, 0, "dir", source=item.path))
                 sub_rules = rules.enter(rel, item.path) if use_ignores else rules

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,124 @@ def double(x):
 
 DirectSampling(evaluation=double, sampling=x.in_(range(4))).hook(work_directory / "r.csv")
 """
+
+
+# -- a real kernel, driven as a front end drives it ----------------------------------------------
+class RealKernel:
+    """A real ipykernel (this Python), driven over ZeroMQ by jupyter_client as a front end.
+
+    It keeps what a front end would: the widget models (``comm_open`` states, updated by
+    ``comm_msg`` updates), the streams and the display data. ``click`` sends what a browser
+    sends when a person clicks a button.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(cwd=str(cwd))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.models: dict[str, dict[str, Any]] = {}
+        self.streams: dict[str, str] = {"stdout": "", "stderr": ""}
+        self.displays: list[dict[str, Any]] = []
+        self.idle: set[str] = set()  # the requests whose outputs have all come
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+    # -- reading what the kernel says ----------------------------------------------------
+    def _take(self, message: dict[str, Any]) -> None:
+        kind, content = message["msg_type"], message["content"]
+        if kind == "comm_open" and content.get("target_name") == "jupyter.widget":
+            self.models[content["comm_id"]] = dict(content["data"]["state"])
+        elif kind == "comm_msg" and content["data"].get("method") == "update":
+            self.models.setdefault(content["comm_id"], {}).update(content["data"]["state"])
+        elif kind == "stream":
+            self.streams[content["name"]] += content["text"]
+        elif kind in ("display_data", "update_display_data"):
+            self.displays.append(content)
+        elif kind == "status" and content["execution_state"] == "idle":
+            self.idle.add(message["parent_header"].get("msg_id", ""))
+
+    def wait_for(self, condition: Any, timeout: float = 60, what: str = "") -> Any:
+        """Read the kernel's messages until ``condition()`` is true (and return its value)."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while not (found := condition()):
+            assert time.monotonic() < deadline, f"not in {timeout} s: {what or condition}"
+            try:
+                self._take(self.client.get_iopub_msg(timeout=0.2))
+            except queue.Empty:
+                pass
+        return found
+
+    def execute(self, code: str) -> str:
+        return self.client.execute(code)
+
+    def reply(self, msg_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The execute reply of ``msg_id`` (reading the messages that come meanwhile)."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"no reply in {timeout} s; {self.streams}"
+            self.drain()
+            try:
+                message = self.client.get_shell_msg(timeout=0.2)
+            except queue.Empty:
+                continue
+            if message["parent_header"].get("msg_id") == msg_id:  # and then its last output
+                self.wait_for(lambda: msg_id in self.idle, 30, "the kernel's idle status")
+                return message["content"]
+
+    def drain(self) -> None:
+        """Read every message the kernel has sent so far."""
+        import queue
+
+        while True:
+            try:
+                self._take(self.client.get_iopub_msg(timeout=0.05))
+            except queue.Empty:
+                return
+
+    def run(self, code: str, timeout: float = 120) -> dict[str, Any]:
+        reply = self.reply(self.execute(code), timeout)
+        assert reply["status"] == "ok", (reply, self.streams)
+        return reply
+
+    # -- widgets --------------------------------------------------------------------------
+    def widget(self, model: str, **values: Any) -> str | None:
+        """The id of a widget model of this ``_model_name`` with these values, if shown yet."""
+        for ident, state in self.models.items():
+            if state.get("_model_name") == model and all(
+                state.get(k) == v for k, v in values.items()
+            ):
+                return ident
+        return None
+
+    def children(self, ident: str) -> list[str]:
+        return [c.removeprefix("IPY_MODEL_") for c in self.models[ident].get("children", [])]
+
+    def click(self, ident: str) -> None:
+        """What a front end sends when a person clicks the button ``ident``."""
+        content = {"comm_id": ident, "data": {"method": "custom", "content": {"event": "click"}}}
+        self.client.shell_channel.send(self.client.session.msg("comm_msg", content))
+
+
+@pytest.fixture
+def real_kernel(
+    jupyter_dirs: dict[str, Path], folder: Path, tmp_path: Path
+) -> Iterator[RealKernel]:
+    """A real kernel of this Python in the notebook's folder, with Jupyter's directories isolated."""
+    install_python_kernel(jupyter_dirs["data"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+        kernel = RealKernel(folder)
+    try:
+        yield kernel
+    finally:
+        kernel.close()

@@ -44,7 +44,7 @@ def test_a_cell_runs_waits_downloads_and_returns_its_execution(
     monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/analysis.ipynb")
     run = shell.run_cell_magic(
         "mole",
-        "pi.oms -o run --tag team=ants --tag purpose=demo --download result.csv",
+        "pi.oms -o run --tag team=ants --tag purpose=demo --download result.csv pi.oms",
         PI_SCRIPT,
     )
 
@@ -57,6 +57,9 @@ def test_a_cell_runs_waits_downloads_and_returns_its_execution(
     result = folder / f"mole-{run.id[:8]}" / "result.csv"
     assert f"downloaded {result}" in out
     assert result.read_text().startswith("pi_avg,pi_med")
+    script = folder / f"mole-{run.id[:8]}" / "pi.oms"  # every path given, beside each other
+    assert f"downloaded {script}" in out
+    assert script.read_text() == PI_SCRIPT
 
     info = info_of(client, run.id)
     assert info.script == "pi.oms"
@@ -315,6 +318,8 @@ def test_uploads_leave_out_default_ignores_and_what_moleignore_says(
         "venv/lib/site.py",
         "myenv/pyvenv.cfg",  # a virtual environment under any name
         "myenv/lib/site.py",
+        "mamba/conda-meta/history",  # a conda environment under any name
+        "mamba/lib/python3.11/site.py",
         "mole-1234abcd/result.csv",  # what an earlier download brought back
     ]
     for name in files:

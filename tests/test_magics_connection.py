@@ -81,6 +81,33 @@ def test_connect_insecure_and_a_chosen_api(
         assert option in help_text
 
 
+@pytest.mark.parametrize("api", ["job", "token"])
+def test_the_list_of_an_openmole_server_leaves_blank_what_it_does_not_say(
+    shell: InteractiveShell,
+    jupyter_dirs: dict[str, Path],
+    mole_server: ServerProcess,
+    password_file: Path,
+    capsys: pytest.CaptureFixture,
+    api: str,
+) -> None:
+    # OpenMOLE lists ids only: no state, no script, no counts. Not "0/0 jobs" for a run of 4.
+    shell.run_line_magic(
+        "mole",
+        f"connect {mole_server.url} --password-file {password_file} "
+        f"--fingerprint {mole_server.fingerprint} --api {api}",
+    )
+    run = shell.run_cell_magic("mole", "quick.oms", QUICK_SCRIPT)
+    try:
+        capsys.readouterr()
+        shell.run_line_magic("mole", "list")
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["id", "state", "script", "jobs", "notebook", "age"]
+        assert run.id in lines  # the id alone on its row
+        assert not any("0/0" in line for line in lines)
+    finally:
+        run.remove()
+
+
 # -- the connection file of c.Mole.url ------------------------------------------------------
 def test_the_connection_file_carries_tls_verification_and_the_api(
     shell: InteractiveShell,

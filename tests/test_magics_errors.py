@@ -10,6 +10,7 @@ test_magics; the fixtures are in ``tests/kernels.py``.)
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -39,11 +40,19 @@ def test_a_failed_execution_fails_the_cell_with_its_error_in_a_few_lines(
     assert shown[0] == f"ExecutionFailed: {error}".splitlines()[0]
     assert len(shown) <= 3 and "Traceback" not in "\n".join(shown)
     out = capsys.readouterr().out
-    assert "Traceback (most recent call last)" not in out  # neither the magic's nor the job's
+    assert "Traceback (most recent call last)" not in out  # not the magic's Python stack
     # The view shows the end first, then the cell fails; nothing is downloaded.
     end = out.index(f"failed: 0 jobs completed ({run.id})")
     assert end < out.index("ExecutionFailed: fail.oms failed")
     assert "downloaded" not in out
+    # The end says where the job failed: the last lines of its stack trace, indented.
+    shown_end = out[end : out.index("ExecutionFailed: fail.oms failed")].splitlines()
+    assert "no good value here" in shown_end[1]  # the error's message
+    trace = shown_end[2:]
+    assert all(t.startswith("  ") for t in trace), out
+    assert any(re.fullmatch(r'\s+File ".*fail\.oms", line \d+, in fragile', t) for t in trace), out
+    assert 'raise ValueError("no good value here")' in [t.strip() for t in trace]
+    assert trace[-1] == "  ValueError: no good value here"
 
 
 def test_the_widget_shows_the_failure_before_the_cell_fails(

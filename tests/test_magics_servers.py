@@ -110,6 +110,8 @@ def test_the_environment_beats_the_connection_file(
     assert capsys.readouterr().out.startswith(
         f"connected to jupyter-mole (ours) at {wanted.url} (MOLE_URL)"
     )
+    shell.run_line_magic("mole", "list")  # an authenticated call: with MOLE_PASSWORD_FILE's
+    assert capsys.readouterr().out == "no executions\n"
 
 
 def test_the_connection_file_is_used_when_nothing_is_set(

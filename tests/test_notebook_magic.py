@@ -55,6 +55,15 @@ def outputs(cell: Any) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
+def shown_as_text(cell: Any) -> list[str]:
+    """The text/plain of a cell's displays: what a front end without widgets shows of them."""
+    return [
+        o.data["text/plain"]
+        for o in cell.outputs
+        if o.output_type == "display_data" and WIDGET_VIEW in o.data
+    ]
+
+
 def test_the_demo_notebook_runs_against_the_embedded_server(
     jupyter: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +99,8 @@ def test_the_demo_notebook_runs_against_the_embedded_server(
     assert "finished:" not in text
     ident = data["text/plain"].split()[1]
     assert data["text/plain"] == f"<Execution {ident} pi.oms>"
+    # A front end without widgets (jupyter console, nbconvert) reads the end, not VBox(...).
+    assert shown_as_text(mole) == [f"finished: 100 jobs completed ({ident})"]
     models = nb.metadata["widgets"][WIDGET_STATE]["state"]
     values = [m["state"] for m in models.values()]
     bar = next(v for v in values if v.get("_model_name") == "IntProgressModel")
@@ -145,6 +156,9 @@ def test_the_demo_notebook_runs_against_the_embedded_server(
     _, data = outputs(started)
     assert WIDGET_VIEW in data and data["text/plain"].endswith(" slow.oms>")
     outputs(waited)
+    later_ident = data["text/plain"].split()[1]
+    (text,) = shown_as_text(started)  # as the cell left it: it did not wait for the end
+    assert text.startswith(f"slow.oms ({later_ident}): ") and "VBox(" not in text
     assert outputs(bars)[1]["text/plain"] == "[(4, 4, 'success')]"
     with MoleClient(recorded.url, recorded.password) as mole_client:
         (info,) = [i for i in mole_client.list(details=True) if i.id == ident]

@@ -22,7 +22,7 @@ import pytest
 
 from jupyter_mole.client import MoleClient, NotFound
 from jupyter_mole.kernel import Execution
-from jupyter_mole.kernel.view import Follower, TextView, show, widgets_available
+from jupyter_mole.kernel.view import Follower, Poll, TextView, show, widgets_available
 from jupyter_mole.kernel.widget import WidgetView, counts_table
 from jupyter_mole.protocol import CapsuleState, EnvironmentStatus, ExecutionState
 from tests.servers import SLEEPY_SCRIPT, ServerProcess
@@ -381,13 +381,13 @@ def test_the_widget_polls_from_the_event_loop_and_stops_at_the_end(
         task = view.follower.task
         assert task is not None and not task.done()
         steps = []
-        original = view.follower.step
+        original = view.follower.apply
 
-        def counted() -> bool:
+        def counted(poll: Poll) -> bool:
             steps.append(len(steps))
-            return original()
+            return original(poll)
 
-        view.follower.step = counted
+        view.follower.apply = counted
         seen = []
         for _ in range(600):  # other cells run meanwhile: the loop is never blocked
             await asyncio.sleep(0.05)

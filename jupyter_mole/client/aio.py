@@ -31,6 +31,24 @@ class AsyncMoleClient(ClientBase):
         super().__init__(url, password, **options)
         self._http = httpx.AsyncClient(**self._http_options)
 
+    @classmethod
+    def sharing(cls, client: ClientBase) -> AsyncMoleClient:
+        """An asynchronous client of ``client``'s server, sharing its session and settings.
+
+        Why: a kernel holds a blocking :class:`MoleClient`, and a view that polls with it
+        from the kernel's event loop freezes the kernel while a server is slow to answer.
+        Its twin awaits instead, with the same TLS trust and timeouts, and shares what the
+        first found out: the server's kind and the token (no second login, and one error
+        cursor on servers that keep one per token). :meth:`aclose` closes only the twin.
+        """
+        twin = cls.__new__(cls)
+        twin.url = client.url
+        twin._ops = client._ops
+        twin._suspect_plain_http = client._suspect_plain_http
+        twin._http_options = dict(client._http_options)
+        twin._http = httpx.AsyncClient(**twin._http_options)
+        return twin
+
     async def __aenter__(self) -> AsyncMoleClient:
         return self
 

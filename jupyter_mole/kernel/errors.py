@@ -38,7 +38,7 @@ class ExecutionFailed(Exception):
         if state.state == "cancelled":
             self.message = (
                 f"{script} was cancelled (execution {execution.id}) before it finished: by "
-                "%mole cancel, the sidebar, or another notebook"
+                "its view's Cancel button, %mole cancel, the sidebar, or another notebook"
             )
         else:
             error = state.error.message if state.error is not None else "no error message"

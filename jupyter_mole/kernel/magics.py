@@ -2,10 +2,12 @@
 
 The cell magic writes the cell to the script file in the notebook's folder,
 sends that folder to the server, shows the live view, and (unless told not to)
-waits. A cell that waits fails when the execution does not finish, so that
-queued cells stop: Ctrl-C cancels the execution and still raises
-``KeyboardInterrupt``; an execution that fails (or that someone else cancels)
-raises :class:`ExecutionFailed` with its error, once the view shows the end.
+waits: in a kernel by awaiting, so that the view's buttons work meanwhile
+(see ``awaiting``), elsewhere by polling. A cell that waits fails when the
+execution does not finish, so that queued cells stop: Ctrl-C cancels the
+execution and still raises ``KeyboardInterrupt``; an execution that fails (or
+that someone else cancels) raises :class:`ExecutionFailed` with its error,
+once the view shows the end.
 Line magics print for a person, not raw JSON.
 """
 
@@ -28,9 +30,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import archive, connection
 from ..protocol import ExecutionState
+from .awaiting import wait_in_loop
 from .errors import ExecutionFailed
 from .handle import Execution
-from .view import Follower, show
+from .view import Follower, progress_line, show
 
 __all__ = ["MoleMagics"]
 
@@ -167,7 +170,10 @@ class MoleMagics(Magics):
             return None
         if cell is not None:
             with _reported("%%mole"):
-                return self.run_cell(line, cell)
+                args, execution, view = self.submit(line, cell, wait_here=True)
+                if args.no_wait:
+                    return execution
+                return self.after(args, execution, self._wait(execution, view, args.timeout))
             return None  # not reached: _reported raises
         words = shlex.split(line)
         if not words:
@@ -199,6 +205,27 @@ class MoleMagics(Magics):
     @argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag the execution")
     def run_cell(self, line: str, cell: str) -> Execution | None:
         """``%%mole script.oms``: write, send, run, watch."""
+        return self.mole(line, cell)
+
+    async def awaited_cell(self, line: str, cell: str) -> Execution | None:
+        """``%%mole`` in a kernel: the same, but waiting by awaiting (see ``awaiting``)."""
+        if line.strip() in ("-h", "--help", "help"):
+            print(self.mole.__doc__)
+            return None
+        with _reported("%%mole"):
+            args, execution, view = self.submit(line, cell, wait_here=False)
+            if args.no_wait:
+                return execution
+            ended = await wait_in_loop(execution, view, args.timeout)
+            return self.after(args, execution, ended)
+        return None  # not reached: _reported raises
+
+    def submit(self, line: str, cell: str, wait_here: bool) -> tuple[Any, Execution, Any]:
+        """Write the script, pack and send the folder, show the view: (args, execution, view).
+
+        ``wait_here``: the caller polls for the view (a blocking wait); else the view polls
+        from the event loop.
+        """
         args = parse_argstring(self.run_cell, line)
         folder = Path.cwd().resolve()
         script = (folder / args.script).resolve()
@@ -238,10 +265,11 @@ class MoleMagics(Magics):
         execution = Execution(client, execution_id, str(script.relative_to(folder)), folder)
         if args.output:
             self.shell.user_ns[args.output] = execution
-        view = show(execution, background=args.no_wait)
-        if args.no_wait:
-            return execution
-        ended = self._wait(execution, view, args.timeout)
+        view = show(execution, background=args.no_wait or not wait_here)
+        return args, execution, view
+
+    def after(self, args: Any, execution: Execution, ended: ExecutionState | None) -> Execution:
+        """Once waited: fail the cell if the run did not finish, else download; the handle."""
         if ended is not None and ended.state != "finished":
             # The view shows the end already; failing the cell stops "Run all" here.
             raise ExecutionFailed(execution, ended)
@@ -259,7 +287,9 @@ class MoleMagics(Magics):
     ) -> ExecutionState | None:
         """Drive the view until the end, and return the last state (None after ``timeout``).
 
-        Ctrl-C cancels the execution, lets the view show it, and re-raises.
+        Ctrl-C cancels the execution, lets the view show it, and re-raises; if the server
+        cannot cancel it (OpenMOLE cancels only by removing), the view polls on, from the
+        event loop where there is one.
         """
         follower: Follower = view.follower
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -280,6 +310,7 @@ class MoleMagics(Magics):
                 follower.step()
             except Exception as e:  # say so, and still raise: queued cells must stop
                 print(f"could not cancel {execution.id}: {e}", file=sys.stderr)
+                follower.start_background()  # it runs on: so must its view
             raise
 
     # -- line commands -------------------------------------------------------------------
@@ -296,8 +327,11 @@ class MoleMagics(Magics):
                 rows.append((info, "", "", "", "", ""))
                 continue
             age = f"{int(now - info.submitted)} s" if info.submitted else ""
+            # OpenMOLE lists ids only: no state, no counts (blank, not 0/0)
+            total = info.ready + info.running + info.completed
+            jobs = f"{info.completed}/{total}" if info.state is not None else ""
             rows.append(
-                (info.id, info.state or "", info.script or "", f"{info.completed}/{info.ready + info.running + info.completed}",
+                (info.id, info.state or "", info.script or "", jobs,
                  (info.tags or {}).get("notebook", ""), age)
             )  # fmt: skip
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
@@ -373,11 +407,9 @@ class MoleMagics(Magics):
         return Execution(self.client(), execution_id, folder=Path.cwd())
 
     def line_state(self, rest: str) -> None:
-        from .view import TextView
-
         execution = self._execution(rest.strip())
         state = execution.state()
-        print(TextView(execution).progress_line(state))
+        print(progress_line(state))
         if state.error is not None:
             print(state.error.message)
 

@@ -3,22 +3,28 @@
 Every value a person sees is a widget model value, so tests read them the way
 the front end does. Cancel and Remove ask first; downloads land in the
 notebook's folder under a folder named after the execution and never
-overwrite silently.
+overwrite silently. A front end that cannot render widgets (jupyter console,
+nbconvert) shows the panel's text/plain instead: the state in words, updated
+at the end, rather than the ``VBox(children=...)`` of a bare widget.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
 from ..protocol import ExecutionState
+from .view import final_text, jobs_completed, progress_line
 
 if TYPE_CHECKING:
     from .handle import Execution
 
-__all__ = ["WidgetView", "counts_table"]
+__all__ = ["Panel", "WidgetView", "counts_table"]
+
+WHOLE = "(the whole work directory)"
 
 _COLORS = {"running": "#1976d2", "finished": "#2e7d32", "failed": "#c62828", "cancelled": "#6d6d6d"}
 
@@ -130,12 +136,27 @@ class _Confirm:
         self.question.layout.display = "none"
 
 
+class Panel(w.VBox):
+    """The displayed box: the widget where widgets render, its state in words where not."""
+
+    def __init__(self, children: list[w.Widget], describe: Callable[[], str]) -> None:
+        super().__init__(children)
+        self._describe = describe
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = self._describe()
+        return bundle
+
+
 class WidgetView:
     """The panel; ``update`` and ``finish`` are called by the Follower."""
 
     def __init__(self, execution: Execution) -> None:
         self.execution = execution
         self.follower: Any = None
+        self.handle: Any = None  # the display's handle: the end updates its text/plain
+        self.text = f"{execution.script or 'execution'} ({execution.id}): starting"
         script = html.escape(execution.script or "")
         self.title = w.HTML(f"<b>{script}</b> <code>{execution.id}</code>")
         self.state_label = w.HTML(_badge("running"))
@@ -161,7 +182,7 @@ class WidgetView:
             [self.files, self.destination, self.fetch], layout=w.Layout(display="none")
         )
         buttons = w.HBox([self.cancel.button, self.download_button, self.remove.button])
-        self.box = w.VBox(
+        self.box = Panel(
             [
                 w.HBox([self.title, self.state_label]),
                 w.HBox([self.progress, self.progress_text]),
@@ -173,7 +194,8 @@ class WidgetView:
                 self.remove.question,
                 self.downloads,
                 self.message,
-            ]
+            ],
+            lambda: self.text,
         )
 
     # -- from the follower -------------------------------------------------------------
@@ -183,6 +205,9 @@ class WidgetView:
         self.progress.max = total
         self.progress.value = min(state.completed, total)
         self.progress_text.value = f"{state.completed} / {state.total}"
+        self.text = f"{self.execution.script or 'execution'} ({self.execution.id}): " + (
+            progress_line(state)
+        )
         self.counts.value = counts_table(state)
         self.errors.value = _errors_html(errors)
         if new_output:
@@ -191,11 +216,16 @@ class WidgetView:
     def finish(self, state: ExecutionState) -> None:
         self.progress.bar_style = {"finished": "success", "failed": "danger"}.get(state.state, "")
         if state.state == "finished":
-            self.progress.max = max(state.completed, 1)
+            jobs = jobs_completed(state)
+            self.progress.max = max(jobs, 1)
             self.progress.value = self.progress.max
+            self.progress_text.value = f"{jobs} / {jobs}"
         self.cancel.button.disabled = True
         if state.error is not None:
             self.message.value = f"<pre>{html.escape(state.error.message)}</pre>"
+        self.text = final_text(self.execution, state)
+        if self.handle is not None:  # what a front end without widgets shows: the end
+            self.handle.update(self.box)
 
     def problem(self, message: str) -> None:
         self.message.value = f"<i>{html.escape(message)}</i>"
@@ -206,15 +236,15 @@ class WidgetView:
             self.execution.cancel()
             self.message.value = "cancelled"
             if self.follower is not None:
-                self.follower.step()
+                self.follower.refresh()
         except Exception as e:
             self.problem(f"cancel failed: {e}")
 
     def _remove(self) -> None:
         try:
-            if self.follower is not None:
-                self.follower.stop()
             self.execution.remove()
+            if self.follower is not None:  # only once removed: if not, it is still to follow
+                self.follower.stop()
             self.state_label.value = _badge("removed")
             self.message.value = "removed from the server"
             for button in (self.cancel.button, self.remove.button, self.download_button):
@@ -223,18 +253,22 @@ class WidgetView:
             self.problem(f"remove failed: {e}")
 
     def open_downloads(self) -> None:
+        from ..client import Unsupported
+
         try:
             entries = self.execution.client.listing(self.execution.id, "")
+        except Unsupported:  # OpenMOLE's token API lists nothing: the whole directory it is
+            entries = []
         except Exception as e:
             self.problem(f"cannot list the work directory: {e}")
             return
-        self.files.options = ["(the whole work directory)"] + [
+        self.files.options = [WHOLE] + [
             e.name + ("/" if e.type == "directory" else "") for e in entries
         ]
         self.downloads.layout.display = "flex"
 
     def download(self) -> None:
-        chosen = list(self.files.value) or ["(the whole work directory)"]
+        chosen = list(self.files.value) or [WHOLE]
         done = []
         for name in chosen:
             path = "" if name.startswith("(") else name.rstrip("/")
