@@ -17,14 +17,11 @@ def load_ipython_extension(shell: object) -> None:
     load(shell)
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "jupyter_mole"}]
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """The server extension: an ExtensionApp, imported only when Jupyter asks for it."""
+    from .labserver.app import MoleExtension
 
-
-def _load_jupyter_server_extension(serverapp: object) -> None:
-    from .labserver import load_jupyter_server_extension
-
-    load_jupyter_server_extension(serverapp)
+    return [{"module": "jupyter_mole", "app": MoleExtension}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

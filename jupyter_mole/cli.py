@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jupyter-mole",
         description="OpenMOLE model explorations from Jupyter: run workflow scripts "
         "on the embedded engine.",
+        epilog="The Jupyter server extension's settings (c.Mole...): jupyter mole --help-all "
+        "lists them, jupyter mole --generate-config writes jupyter_mole_config.py.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -235,8 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+JUPYTER_FLAGS = ("--help-all", "--generate-config")
+"""Handed to the Jupyter server extension, as ``jupyter lab`` takes them: its settings."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter-mole``, ``jupyter mole`` and ``python -m jupyter_mole``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in JUPYTER_FLAGS:
+        from .labserver.app import main as extension_settings
+
+        return extension_settings(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -74,6 +74,7 @@ class Connection:
     source: str = ""  # how it was found: "connect", "environment", "connection file", "started"
     verify_tls: bool = True  # False: accept any certificate (unless pinned or a CA file is given)
     api: str = "auto"  # "auto" (detect), "job" or "token" (OpenMOLE's API generations)
+    state_directory: str | None = None  # an embedded server's: where its executions are kept
 
     def to_json(self) -> dict[str, Any]:
         obj = dataclasses.asdict(self)
@@ -248,6 +249,7 @@ def start_embedded(
             kind="embedded",
             pid=process.pid,
             source="started",
+            state_directory=str(state),
         )
         write_connection_file(connection, path)
         return connection

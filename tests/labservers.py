@@ -2,7 +2,9 @@
 
 The fixtures are not a plugin: each module imports them by name along with
 pytest-jupyter's (see ``test_labserver.py``'s docstring). ``test_labserver.py``
-re-exports them for the modules that import them from there.
+re-exports them for the modules that import them from there. A module that
+imports ``shared_embedded`` gets an embedded server of its own, shared by its
+tests (the extension reuses it through ``reuse_embedded``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any
 
 import psutil
 import pytest
+from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPResponse
+from traitlets import List, Unicode
 
+from jupyter_mole import connection
 from jupyter_mole.labserver.backend import Backend
 from tests.servers import PI_SCRIPT
 
@@ -110,6 +115,35 @@ def backend_of(serverapp: Any) -> Backend:
     return serverapp.web_app.settings["mole_backend"]
 
 
+async def logged(
+    caplog: pytest.LogCaptureFixture, text: str, level: int = logging.INFO, timeout: float = 90
+) -> str:
+    """The first message of Jupyter's log holding ``text`` (at ``level`` or above), waited for.
+
+    What the extension does at load on its own (looking for its backend) runs on Jupyter's
+    event loop, which runs while the test awaits; nothing here asks the extension anything.
+    (What is logged while the app initializes goes to stderr, not here: Jupyter stops its log
+    from propagating until pytest-jupyter turns it back on; read it with ``capsys``.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in caplog.get_records("setup") + caplog.get_records("call"):
+            if record.levelno >= level and text in record.getMessage():
+                return record.getMessage()
+        assert time.monotonic() < deadline, f"never logged {text!r}:\n{caplog.text}"
+        await asyncio.sleep(0.05)
+
+
+class DenyingAuthorizer(Authorizer):
+    """Jupyter's authorization as a deployment may narrow it (JupyterHub's scopes, say):
+    refuses the ``action:resource`` pairs listed in ``denied``, allows the rest."""
+
+    denied = List(Unicode(), config=True, help="action:resource pairs to refuse (write:contents)")
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return f"{action}:{resource}" not in self.denied
+
+
 def write_project(root: Path, folder: str = "project", script: str = PI_SCRIPT) -> str:
     """A folder of Jupyter's file tree with a script (and a data file); the script's path."""
     (root / folder / "data").mkdir(parents=True, exist_ok=True)
@@ -150,11 +184,43 @@ def servers_under(path: Path) -> list[psutil.Process]:
 
 @pytest.fixture(name="no_stray_servers")
 def no_stray_servers_fixture(tmp_path: Path) -> Iterator[None]:
-    """Kill every embedded server a test started (its state is under the test's tmp_path)."""
+    """Kill every embedded server a test started (its state is under the test's tmp_path).
+
+    First, the extension connects no more: a test that failed before Jupyter's event loop ran
+    leaves the look for the backend (scheduled at load) pending, and pytest-jupyter runs that
+    loop once more at the very end, to stop Jupyter, after this fixture.
+    """
     yield
+    from jupyter_server.serverapp import ServerApp
+
+    if ServerApp.initialized() and getattr(ServerApp.instance(), "web_app", None) is not None:
+        backend = ServerApp.instance().web_app.settings.get("mole_backend")
+        if backend is not None:
+            backend.closed = True
     for process in servers_under(tmp_path):
         stop_group(process.pid)
     assert not servers_under(tmp_path)
+
+
+@pytest.fixture(name="shared_embedded", scope="module")
+def shared_embedded_fixture(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[connection.Connection]:
+    """An embedded server started as a kernel would start it, for the extension to reuse."""
+    base = tmp_path_factory.mktemp("shared-embedded")
+    found = connection.start_embedded(base / "state", base / "connection.json", 60, 1)
+    yield found
+    assert found.pid is not None
+    stop_group(found.pid)
+
+
+@pytest.fixture(name="reuse_embedded")
+def reuse_embedded_fixture(
+    shared_embedded: connection.Connection, jp_runtime_dir: Path
+) -> connection.Connection:
+    """The shared server's connection file, in this test's Jupyter runtime directory."""
+    connection.write_connection_file(shared_embedded, jp_runtime_dir / connection.FILE_NAME)
+    return shared_embedded
 
 
 @pytest.fixture(name="mole_config")

@@ -11,15 +11,17 @@ killed at its end (``no_stray_servers``).
 The helpers and fixtures are in ``tests/labservers.py``; they are imported
 here under their old names, which the other ``test_labserver_*`` modules
 import from this one. The extension's configuration is tested in
-``test_labserver_config.py``.
+``test_labserver_config.py``; its start and stop, and a backend that cannot
+start, in ``test_labserver_lifecycle.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import stat
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,13 @@ from tests.labservers import (  # noqa: F401  (fixtures used by name; re-exporte
     api_fixture,
     backend_of,
     jp_server_config_fixture,
+    logged,
     mole_config_fixture,
     no_stray_servers_fixture,
     on_loop,
+    reuse_embedded_fixture,
     servers_under,
+    shared_embedded_fixture,
     stop_group,
     write_project,
 )
@@ -48,28 +53,6 @@ QUICK_SCRIPT = """
 x = Val(int)
 DirectSampling(evaluation=EmptyTask(inputs=[x]), sampling=x.in_([1]))
 """
-
-# -- an embedded server shared by the module's tests (the extension reuses it) ---------------
-
-
-@pytest.fixture(scope="module")
-def shared_embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[connection.Connection]:
-    """An embedded server started as a kernel would start it, for the extension to reuse."""
-    base = tmp_path_factory.mktemp("shared-embedded")
-    found = connection.start_embedded(base / "state", base / "connection.json", 60, 1)
-    yield found
-    assert found.pid is not None
-    stop_group(found.pid)
-
-
-@pytest.fixture
-def reuse_embedded(
-    shared_embedded: connection.Connection, jp_runtime_dir: Path
-) -> connection.Connection:
-    """The shared server's connection file, in this test's Jupyter runtime directory."""
-    connection.write_connection_file(shared_embedded, jp_runtime_dir / connection.FILE_NAME)
-    return shared_embedded
-
 
 # -- the embedded server: started, reused, restarted -------------------------------------------
 
@@ -88,22 +71,32 @@ def reuse_embedded(
 @pytest.mark.slow
 @on_loop
 async def test_embedded_started_restarted_and_found_by_a_kernel(
-    jp_serverapp: Any, api: Api, jp_runtime_dir: Path, jp_root_dir: Path, tmp_path: Path
+    jp_serverapp: Any,
+    api: Api,
+    jp_runtime_dir: Path,
+    jp_root_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No url: the extension starts the embedded server (with the configured start options),
     writes the connection file a kernel reads, and starts the server again when it has died."""
     backend = backend_of(jp_serverapp)
-    await backend.connect()  # started in the background at load; this waits for it
+    path = jp_runtime_dir / connection.FILE_NAME
+    # nobody asks: the extension starts it at load, and says what it found
+    said = await logged(caplog, "jupyter-mole: backend ")
+    assert said.startswith("jupyter-mole: backend jupyter-mole at http://127.0.0.1:")
+    assert path.exists() and not api.seen  # before any request
+    at_load = connection.read_connection_file(path)
+    assert at_load is not None and f"the embedded server, pid {at_load.pid}, started" in said
     service = await api("service")
     assert service["embedded"] is True and service["kind"] == "jupyter-mole"
     assert service["problem"] is None and service["info"]["engine"] == "embedded"
     assert service["url"].startswith("http://127.0.0.1:")
 
-    path = jp_runtime_dir / connection.FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     recorded = connection.read_connection_file(path)
     assert recorded is not None and recorded.kind == "embedded" and recorded.password
-    assert recorded.url == service["url"]
+    assert recorded.url == service["url"] and recorded.pid == at_load.pid
     process = psutil.Process(recorded.pid)
     cmdline = process.cmdline()
     assert cmdline[cmdline.index("--state-dir") + 1] == str(tmp_path / "st")
@@ -137,38 +130,35 @@ async def test_embedded_started_restarted_and_found_by_a_kernel(
     api.assert_never_seen(recorded.password, again.password, third.password)
 
 
-def _state_directory_is_a_file(request: pytest.FixtureRequest) -> dict[str, Any]:
-    path = request.getfixturevalue("tmp_path") / "not-a-folder"
-    path.write_text("")
-    return {"state_directory": str(path)}
-
-
-@pytest.mark.parametrize("mole_config", [_state_directory_is_a_file], indirect=True)
-@on_loop
-async def test_an_embedded_server_that_cannot_start_is_reported(
-    jp_serverapp: Any, api: Api, jp_fetch: Any, jp_root_dir: Path
-) -> None:
-    await backend_of(jp_serverapp).connect()
-    service = await api("service")
-    assert service["problem"] and "not-a-folder" in service["problem"]
-    assert service["kind"] is None and service["embedded"] is False
-    assert "no backend" in (await api("executions", expect=503))["message"]
-    script = write_project(jp_root_dir)
-    await api("executions", method="POST", body={"path": script}, expect=503)
-    await api("executions", "abc", "state", expect=503)
-    assert (await jp_fetch("api", "status")).code == 200  # Jupyter itself goes on
-
-
+@pytest.mark.parametrize(
+    "mole_config",
+    [lambda r: {"state_directory": str(r.getfixturevalue("tmp_path") / "elsewhere")}],
+    indirect=True,
+    ids=["another-state-directory"],
+)
 @on_loop
 async def test_an_embedded_server_already_running_is_reused(
-    reuse_embedded: connection.Connection, jp_serverapp: Any, api: Api, tmp_path: Path
+    reuse_embedded: connection.Connection,
+    jp_serverapp: Any,
+    api: Api,
+    tmp_path: Path,
+    jp_runtime_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Reused as it is, and said so at load; its executions are not where Mole.state_directory
+    says (a kernel started it with the default), which is said too."""
+    said = await logged(caplog, "jupyter-mole: backend ")
+    assert f"pid {reuse_embedded.pid}, already running, reused" in said
+    assert (jp_runtime_dir / connection.FILE_NAME).exists() and not api.seen
+    elsewhere = await logged(caplog, "reusing the embedded server", logging.WARNING)
+    assert str(reuse_embedded.state_directory) in elsewhere
+    assert f"not in {tmp_path / 'elsewhere'} (Mole.state_directory)" in elsewhere
     backend = backend_of(jp_serverapp)
-    await backend.connect()
     service = await api("service")
     assert service["embedded"] is True and service["url"] == reuse_embedded.url
     assert backend.connection is not None and backend.connection.pid == reuse_embedded.pid
     assert not servers_under(tmp_path)  # nothing new was started
+    assert not (tmp_path / "elsewhere").exists()
 
 
 # -- every route, against the shared embedded server ----------------------------------------------

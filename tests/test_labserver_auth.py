@@ -5,6 +5,11 @@ methods from their handler classes, so a route added without
 ``@tornado.web.authenticated`` makes these tests fail. The backend is the
 session's HTTPS server with a password (so nothing embedded is started), and
 no answer may carry its password or token.
+
+Every route also asks Jupyter's Authorizer (resource ``mole``; ``contents``
+too for what reads or writes the file tree): an authorizer that refuses is
+obeyed. And hidden files of the tree are neither sent nor written unless
+Jupyter shows them (``ContentsManager.allow_hidden``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (see test_labserver's
 from tornado.httpclient import HTTPResponse
 
 from jupyter_mole.labserver.handlers import routes
+from tests.labservers import DenyingAuthorizer
 from tests.servers import ServerProcess
 from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name)
     Api,
@@ -126,8 +132,28 @@ def jp_server_config_extra() -> dict[str, Any]:
 
 
 @pytest.fixture
-def _server_extra(jp_server_config: dict[str, Any], jp_server_config_extra: dict[str, Any]) -> None:
+def denied() -> list[str]:
+    """``action:resource`` pairs that Jupyter's authorizer refuses (none: Jupyter's default)."""
+    return []
+
+
+@pytest.fixture
+def allow_hidden() -> bool:
+    return False  # Jupyter's default
+
+
+@pytest.fixture
+def _server_extra(
+    jp_server_config: dict[str, Any],
+    jp_server_config_extra: dict[str, Any],
+    denied: list[str],
+    allow_hidden: bool,
+) -> None:
     jp_server_config["ServerApp"].update(jp_server_config_extra)
+    if denied:
+        jp_server_config["ServerApp"]["authorizer_class"] = DenyingAuthorizer
+        jp_server_config["DenyingAuthorizer"] = {"denied": denied}
+    jp_server_config["ContentsManager"] = {"allow_hidden": allow_hidden}
 
 
 async def log_in(client: Any, base_url: str, token: str) -> dict[str, str]:
@@ -205,6 +231,102 @@ async def test_the_browser_never_sees_the_backends_password_or_token(
     assert backend.client is not None and backend.client.token  # a token was bought and used
     api.assert_never_seen(mole_server.password, backend.client.token)
     assert len(api.seen) > 20
+
+
+# -- Jupyter's authorization -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("denied", [["read:mole", "write:mole"]], ids=["mole-refused"])
+@on_loop
+async def test_every_route_obeys_jupyters_authorizer(
+    jp_serverapp: Any,
+    http_server_client: Any,
+    jp_base_url: str,
+    jp_auth_header: dict[str, str],
+    jp_root_dir: Path,
+) -> None:
+    """Authenticated, but not authorized: every route refuses, and nothing reaches the backend."""
+    backend = backend_of(jp_serverapp)
+    await backend.connect()
+    write_project(jp_root_dir)
+    before = (backend.queries, backend.list_queries)
+    for method, path, _ in every_route(jp_base_url):
+        answer = await send(http_server_client, method, path, jp_auth_header)
+        assert answer.code == 403, f"{method} {path}: {answer.code}"
+        action = "read" if method == "GET" else "write"
+        said = json.loads(answer.body)["message"]
+        assert said == f"User is not authorized to {action} on resource: mole.", said
+    assert (backend.queries, backend.list_queries) == before
+    assert not (jp_root_dir / "here").exists()
+
+
+@pytest.mark.parametrize(
+    "denied", [["read:contents"], ["write:contents"]], ids=["no-reading", "no-writing"]
+)
+@on_loop
+async def test_what_touches_the_file_tree_needs_the_contents_permission(
+    jp_serverapp: Any, api: Api, jp_root_dir: Path, denied: list[str]
+) -> None:
+    """Sending a folder of the tree reads it; downloading into the tree writes it."""
+    await backend_of(jp_serverapp).connect()
+    script = write_project(jp_root_dir, "project", "this is not (a script\n")
+    body = {"path": "result.csv", "to": "here"}
+    if denied == ["read:contents"]:
+        refused = await api("executions", method="POST", body={"path": script}, expect=403)
+        assert refused["message"] == "User is not authorized to read on resource: contents."
+        # writing is allowed: the request reaches the backend (which knows no such execution)
+        await api("executions", EXECUTION, "download", method="POST", body=body, expect=404)
+    else:
+        refused = await api(
+            "executions", EXECUTION, "download", method="POST", body=body, expect=403
+        )
+        assert refused["message"] == "User is not authorized to write on resource: contents."
+        # reading is allowed: the folder reaches the backend (which refuses the script)
+        await api("executions", method="POST", body={"path": script}, expect=417)
+    assert isinstance(await api("executions"), list)  # the rest is the mole resource's
+    assert not (jp_root_dir / "here" / "result.csv").exists()
+
+
+# -- hidden files of the tree ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("allow_hidden", [False, True], ids=["hidden-refused", "allow_hidden"])
+@on_loop
+async def test_hidden_files_of_the_tree_are_neither_sent_nor_written_unless_shown(
+    jp_serverapp: Any, api: Api, jp_root_dir: Path, allow_hidden: bool
+) -> None:
+    await backend_of(jp_serverapp).connect()
+    broken = "this is not (a script\n"  # refused by the backend, once it gets there
+    scripts = [
+        write_project(jp_root_dir, ".secrets", broken),
+        write_project(jp_root_dir, "visible/.config", broken),
+    ]
+    (jp_root_dir / "visible" / ".model.oms").write_text(broken)
+    scripts.append("visible/.model.oms")
+    targets = [
+        {"path": "result.csv", "to": ".cache"},
+        {"path": "result.csv", "to": "visible/.config/deeper"},
+        {"path": "results/.env", "to": "visible"},
+    ]
+    for path in scripts:
+        if allow_hidden:  # sent: the backend answers
+            await api("executions", method="POST", body={"path": path}, expect=417)
+            continue
+        refused = await api("executions", method="POST", body={"path": path}, expect=403)
+        assert refused["message"].startswith(f"{path}: a hidden file or folder"), refused
+        assert "ContentsManager.allow_hidden is False" in refused["message"]
+    for body in targets:
+        if allow_hidden:  # passed on: the backend knows no such execution
+            await api("executions", EXECUTION, "download", method="POST", body=body, expect=404)
+            continue
+        refused = await api(
+            "executions", EXECUTION, "download", method="POST", body=body, expect=403
+        )
+        assert "a hidden file or folder" in refused["message"], refused
+    assert allow_hidden or not (jp_root_dir / ".cache").exists()
+    # what Jupyter shows goes through either way
+    visible = write_project(jp_root_dir, "shown", broken)
+    await api("executions", method="POST", body={"path": visible}, expect=417)
 
 
 # every test here runs with the extra ServerApp settings of its parametrization

@@ -5,7 +5,10 @@ password. Pinned by its fingerprint it is trusted; a wrong pin, no trust at all
 or an unreachable address are reported (``/mole/api/service`` says what is
 wrong), never fatal. ``Mole.api = "job"`` makes it stand for OpenMOLE's /job
 API, which has neither execution details nor cancel without delete: the
-answers say so (501) instead of failing.
+answers say so (501) instead of failing, and what the extension knows (the
+states it cached, the environment errors it saw) stands in for what OpenMOLE
+does not keep. A kernel that Jupyter starts finds the backend through the
+connection file the extension wrote.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (see test_labserver's
 
 from jupyter_mole import connection
 from jupyter_mole.client import MoleClient
-from tests.servers import SLEEPY_SCRIPT, ServerProcess
+from tests.kernels import MOLE_VARIABLES
+from tests.servers import FAILING_SCRIPT, SLEEPY_SCRIPT, ServerProcess
 from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name)
     Api,
     Records,
     api_fixture,
     backend_of,
     jp_server_config_fixture,
+    logged,
     mole_config_fixture,
     no_stray_servers_fixture,
     on_loop,
@@ -71,19 +76,21 @@ async def test_a_pinned_https_backend_through_every_route(
     jp_root_dir: Path,
     jp_runtime_dir: Path,
     mole_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = backend_of(jp_serverapp)
-    await backend.connect()
-    with Records(backend.log) as logged:  # what it logs at start, once more
-        await backend.connect(force=True)
-    assert f"backend jupyter-mole at {mole_server.url}" in " ".join(logged.messages(logging.INFO))
+    path = jp_runtime_dir / connection.FILE_NAME
+    # nobody asks: the extension checks its backend at load, and says what it found
+    said = await logged(caplog, "jupyter-mole: backend ")
+    assert said.startswith(f"jupyter-mole: backend jupyter-mole at {mole_server.url} (")
+    assert "API token, job" in said
+    assert path.exists() and not api.seen  # written before any request
     service = await api("service")
     assert service["kind"] == "jupyter-mole" and service["embedded"] is False
     assert service["url"] == mole_server.url and service["problem"] is None
     assert service["info"]["auth"] == "token" and "cancel" in service["info"]["features"]
 
     # the connection file points kernels at the same backend, pinned
-    path = jp_runtime_dir / connection.FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     recorded = connection.read_connection_file(path)
     assert recorded is not None and recorded.kind == "remote"
@@ -146,9 +153,9 @@ async def test_tls_verification_off_works_with_a_warning_in_kernels_too(
 ) -> None:
     backend = backend_of(jp_serverapp)
     await backend.connect()
-    with Records(backend.log) as logged:  # what it logs at start, once more
+    with Records(backend.log) as records:  # what it logs at start, once more
         await backend.connect(force=True)
-    assert any("Mole.verify_tls = False" in m for m in logged.messages(logging.WARNING))
+    assert any("Mole.verify_tls = False" in m for m in records.messages(logging.WARNING))
     assert (await api("service"))["problem"] is None
     assert isinstance(await api("executions"), list)
 
@@ -193,7 +200,7 @@ async def test_an_unreachable_backend_is_reported_until_it_answers(
 # -- an OpenMOLE backend: what it lacks is said, not failed ----------------------------------
 
 
-@configured(remote(pin=True, api="job"), ids=["openmole-job"])
+@configured(remote(pin=True, api="job", poll_interval=0.2), ids=["openmole-job"])
 @on_loop
 async def test_openmole_job_api_degrades_clearly(
     jp_serverapp: Any, api: Api, jp_root_dir: Path, mole_server: ServerProcess
@@ -205,6 +212,7 @@ async def test_openmole_job_api_degrades_clearly(
 
     listed = {e["id"]: e for e in await api("executions")}
     assert "does not offer execution details" in listed[execution]["unsupported"]
+    assert "state" not in listed[execution]  # nobody asked yet: the extension does not know
     assert (await api("executions", execution, "state"))["state"] == "running"
     details = await api("executions", execution, expect=501)
     assert details["message"].startswith("the backend does not offer this: execution details")
@@ -212,14 +220,28 @@ async def test_openmole_job_api_degrades_clearly(
     assert "does not offer cancel without delete" in cancel["message"]
     assert "remove" in cancel["message"]  # ...and what to do instead
     assert (await api("executions", execution, "state"))["state"] == "running"  # untouched
+    await asyncio.sleep(0.3)  # the list's poll interval over: the cached state joins the list
+    assert {e["id"]: e for e in await api("executions")}[execution]["state"] == "running"
 
-    listed = {e["id"]: e for e in await api("executions")}  # the list cache was not renewed
     assert await api("executions", execution, "errors") == []  # what the poller accumulated
     assert "model.oms" in {e["name"] for e in await api("executions", execution, "files")}
     output = await api("executions", execution, "output")
     assert output["offset"] == len(output["output"].encode())
     await api("executions", execution, method="DELETE")  # OpenMOLE's cancel: remove
     await api("executions", execution, "state", expect=404)
+
+    # OpenMOLE keeps no error log: the errors route answers the environment errors that the
+    # extension saw in the states (the failing job's), and the list shows the final state
+    failing = await api.start(write_project(jp_root_dir, "failing", FAILING_SCRIPT))
+    state = await api.wait(failing)
+    assert state["state"] == "failed" and state["errors"]
+    errors = await api("executions", failing, "errors")
+    assert errors == state["errors"]
+    assert any("no good value here" in e["message"] and e["count"] >= 1 for e in errors)
+    await asyncio.sleep(0.3)
+    mine = {e["id"]: e for e in await api("executions")}[failing]
+    assert mine["state"] == "failed" and "does not offer execution details" in mine["unsupported"]
+    await api("executions", failing, method="DELETE")
     api.assert_never_seen(mole_server.password)
 
 
@@ -234,3 +256,48 @@ async def test_openmole_token_api_degrades_clearly(jp_serverapp: Any, api: Api) 
     await api("executions", "some-id", expect=501)
     await api("executions", "some-id", "cancel", method="POST", expect=501)
     await api("executions", "some-id", "state", expect=404)
+
+
+# -- a kernel that Jupyter starts: its magics find the extension's backend -------------------
+
+
+@configured(remote(pin=True), ids=["pinned"])
+@on_loop
+async def test_a_kernel_jupyter_starts_reaches_the_extensions_backend(
+    jp_serverapp: Any,
+    jp_runtime_dir: Path,
+    mole_server: ServerProcess,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real ipykernel, started by Jupyter's kernel manager as for a notebook, with nothing
+    set but Jupyter's runtime directory: ``%mole status`` reads the connection file that the
+    extension wrote, and reaches the pinned backend with what it says."""
+    for name in MOLE_VARIABLES:
+        if name != connection.ROOT_VARIABLE:  # that one the extension sets, for the kernels
+            monkeypatch.delenv(name, raising=False)
+    await logged(caplog, "jupyter-mole: backend ")
+    assert (jp_runtime_dir / connection.FILE_NAME).exists()
+    manager = jp_serverapp.kernel_manager
+    kernel_id = await manager.start_kernel(kernel_name="python3")
+    kernel = manager.get_kernel(kernel_id).client()
+    kernel.start_channels()
+    printed: list[str] = []
+
+    def keep(message: dict[str, Any]) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+        elif message["msg_type"] == "error":
+            printed.append("\n".join(message["content"]["traceback"]))
+
+    try:
+        await kernel.wait_for_ready(timeout=60)
+        reply = await kernel.execute_interactive(
+            "%load_ext jupyter_mole\n%mole status", output_hook=keep, timeout=90
+        )
+    finally:
+        kernel.stop_channels()
+        await manager.shutdown_kernel(kernel_id)
+    said = "".join(printed)
+    assert reply["content"]["status"] == "ok", said
+    assert f"at {mole_server.url} (the connection file)" in said, said

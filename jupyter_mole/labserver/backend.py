@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from traitlets import TraitError
+
 from .. import connection
 from ..client import MOLE, AsyncMoleClient, ConnectionFailed, MoleClientError, NotFound
 from ..protocol import ErrorInfo, ExecutionState
-from .config import Mole
+from .config import Mole, read_password_file
 
 __all__ = ["Backend", "BackendUnavailable", "ExecutionPoller"]
 
@@ -52,6 +54,11 @@ class ExecutionPoller:
 class Backend:
     """Where executions run, as the extension sees it."""
 
+    retry_after = 5.0
+    """Seconds during which a failure to find or start the backend is the answer to every
+    request, rather than a new attempt: starting the embedded server may take up to a minute
+    to fail, and the requests would queue behind each attempt."""
+
     def __init__(self, config: Mole, log: logging.Logger) -> None:
         self.config = config
         self.log = log
@@ -64,6 +71,16 @@ class Backend:
         self._list_cache: tuple[float, list[Any]] | None = None
         self._list_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
+        self._failed: float | None = None  # when the last attempt to connect failed
+        self.closed = False  # Jupyter is shutting down: no new connection
+        # Where the connection file and the embedded server's executions go, fixed at start:
+        # Jupyter's directories as this Jupyter was started with, whenever the server (re)starts.
+        self.connection_path = connection.connection_file()
+        configured = config.state_directory
+        state = (
+            Path(configured).expanduser() if configured else connection.default_state_directory()
+        )
+        self.state_directory = state.resolve()
 
     @property
     def kind(self) -> str | None:
@@ -78,16 +95,10 @@ class Backend:
     def _configured(self) -> connection.Connection:
         password = self.config.password
         if self.config.password_file:
-            path = Path(self.config.password_file).expanduser()
-            try:
-                lines = path.read_text().splitlines()
-            except OSError as e:
-                raise BackendUnavailable(
-                    f"Mole.password_file: cannot read {path}: {e.strerror}"
-                ) from None
-            password = lines[0].strip() if lines else ""
-            if not password:
-                raise BackendUnavailable(f"Mole.password_file: {path} holds no password")
+            try:  # checked at start; read again, as it may have changed since
+                password = read_password_file(self.config.password_file)
+            except TraitError as e:
+                raise BackendUnavailable(str(e)) from None
         assert self.config.url is not None
         # All of it goes into the connection file: the kernels must reach the backend as we do.
         return connection.Connection(
@@ -124,21 +135,31 @@ class Backend:
             await self._connect()
 
     async def _connect(self) -> None:
+        if self.closed:
+            return
+        if self._failed is not None and time.monotonic() - self._failed < self.retry_after:
+            return  # the problem stands (every request answers it) until the delay is over
         try:
             if self.config.url:
                 found = self._configured()
             else:
-                state = (
-                    Path(self.config.state_directory).expanduser()
-                    if self.config.state_directory
-                    else None
-                )
                 found = await asyncio.to_thread(
-                    connection.start_embedded, state, None, 60, self.config.embedded_workers or None
+                    connection.start_embedded,
+                    self.state_directory,
+                    self.connection_path,
+                    60,
+                    self.config.embedded_workers or None,
                 )
         except (BackendUnavailable, connection.NoServerError, OSError) as e:
+            self._failed = time.monotonic()
             self.problem = str(e)
             self.log.error("jupyter-mole: %s", self.problem)
+            if not self.config.url and self.client is not None:
+                old, self.client = self.client, None  # its server is dead: say so, not 502
+                await old.aclose()
+            return
+        self._failed = None
+        if self.closed:  # Jupyter stopped while the server started; it stays for the kernels
             return
         old, self.connection = self.client, found
         self._warn_if_unverified(found)
@@ -149,8 +170,24 @@ class Backend:
         if old is not None:
             await old.aclose()
         if found.kind != "embedded":
-            connection.write_connection_file(found)
+            connection.write_connection_file(found, self.connection_path)
+        else:
+            self._say_if_elsewhere(found)
         await self._check()
+
+    def _say_if_elsewhere(self, found: connection.Connection) -> None:
+        """An embedded server already running is reused as it is: say so if its executions are
+        not where Mole.state_directory says (a kernel, or another Jupyter, started it)."""
+        recorded = found.state_directory
+        wanted = self.state_directory
+        if found.source == "started" or recorded is None or Path(recorded) == wanted:
+            return
+        setting = "Mole.state_directory" if self.config.state_directory else "the default"
+        self.log.warning(
+            "jupyter-mole: reusing the embedded server already running (pid %s), whose "
+            "executions are in %s, not in %s (%s); stop it for the setting to apply",
+            found.pid, recorded, wanted, setting,
+        )  # fmt: skip
 
     async def _check(self) -> None:
         """Ask the backend what it is; log it, or record why it does not answer."""
@@ -163,10 +200,14 @@ class Backend:
             self.log.warning("jupyter-mole: %s", self.problem)
             return
         self.problem = None
+        found = self.connection
+        how = ""
+        if self.embedded:
+            done = "started" if found.source == "started" else "already running, reused"
+            how = f"; the embedded server, pid {found.pid}, {done}"
         self.log.info(
-            "jupyter-mole: backend %s at %s (%s, API %s)%s",
-            kind, self.connection.url, info.version or "version unknown",
-            ", ".join(info.generations), " (embedded)" if self.embedded else "",
+            "jupyter-mole: backend %s at %s (%s, API %s%s)",
+            kind, found.url, info.version or "version unknown", ", ".join(info.generations), how,
         )  # fmt: skip
 
     async def recheck(self) -> None:
@@ -207,6 +248,12 @@ class Backend:
         return await op(await self.ensure())
 
     async def close(self) -> None:
+        """At Jupyter's shutdown: close the client, and connect no more.
+
+        The embedded server is not stopped: the kernels use it too (the connection file names
+        it), and its executions go on without Jupyter; the next Jupyter reuses it.
+        """
+        self.closed = True
         if self.client is not None:
             await self.client.aclose()
 

@@ -1,7 +1,12 @@
 """The proxy API under ``{base_url}mole/api/``: thin handlers over the Backend.
 
 Every handler requires Jupyter's authentication (and its XSRF check for what
-changes state). The browser never sees the backend's password or token.
+changes state), and Jupyter's authorization: the resource is ``mole`` (read
+for GET, write for the rest), and what touches Jupyter's file tree also needs
+``contents`` (read to send a script's folder, write to save into it). Hidden
+files and folders of the tree are refused, unless Jupyter shows them
+(``ContentsManager.allow_hidden``). The browser never sees the backend's
+password or token.
 Client errors come back as ``{"message"}`` with the backend's status; what a
 backend does not offer (OpenMOLE has no cancel without delete) is said
 plainly with 501.
@@ -14,8 +19,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tornado.web
+from jupyter_core.paths import is_hidden
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
+from jupyter_server.utils import ensure_async, url_path_join
 
 from ..archive import ArchiveError, ArchiveTooLarge
 from ..client import (
@@ -29,10 +36,15 @@ from ..client import (
 )
 from .backend import Backend, BackendUnavailable
 
-__all__ = ["routes"]
+__all__ = ["AUTH_RESOURCE", "routes"]
+
+AUTH_RESOURCE = "mole"
+"""What Jupyter's Authorizer is asked about (``is_authorized(handler, user, action, "mole")``)."""
 
 
 class MoleHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
     @property
     def backend(self) -> Backend:
         return self.settings["mole_backend"]
@@ -99,6 +111,36 @@ class MoleHandler(APIHandler):
             return None
         return target
 
+    def shown(self, path: Path, relative: str) -> bool:
+        """Whether Jupyter shows this path of its tree; if not, False (and a 403 sent).
+
+        Jupyter hides files and folders whose name starts with a dot, unless
+        ``ContentsManager.allow_hidden``: what its file browser may not open, the
+        sidebar may neither send to a server nor write into.
+        """
+        if self.settings["contents_manager"].allow_hidden:
+            return True
+        try:
+            if not is_hidden(path, self.root()):
+                return True
+        except OSError:  # a path that cannot be (a file in the middle): the next step says so
+            return True
+        self.refuse(
+            403,
+            f"{relative}: a hidden file or folder (a name starting with '.'), which Jupyter "
+            "does not show (ContentsManager.allow_hidden is False)",
+        )
+        return False
+
+    async def may(self, action: str, resource: str) -> bool:
+        """Jupyter's authorization for one more resource than the handler's (``contents``);
+        if refused, False (and a 403 sent)."""
+        user = self.current_user
+        if await ensure_async(self.authorizer.is_authorized(self, user, action, resource)):
+            return True
+        self.refuse(403, f"User is not authorized to {action} on resource: {resource}.")
+        return False
+
 
 def _jsonable(value: Any) -> Any:
     to_json = getattr(value, "to_json", None)
@@ -125,6 +167,7 @@ def _logged(error: Any) -> dict[str, Any]:
 
 class ServiceHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         backend = self.backend
         if backend.client is None:
@@ -152,12 +195,14 @@ class ServiceHandler(MoleHandler):
 
 class ExecutionsHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         infos = await self.guarded(self.backend.executions())
         if infos is not None:
             self.send(infos)
 
     @tornado.web.authenticated
+    @authorized
     async def post(self) -> None:
         """Start a script of Jupyter's file tree: ``{"path": "folder/model.oms"}``; its folder is sent."""
         body = self.body()
@@ -172,7 +217,9 @@ class ExecutionsHandler(MoleHandler):
             self.refuse(400, 'tags are a JSON object {"name": "value"}')
             return
         script = self.inside_root(relative)
-        if script is None:
+        if script is None or not self.shown(script, relative):
+            return
+        if not await self.may("read", "contents"):  # its folder leaves for the backend
             return
         if not script.is_file():
             self.refuse(404, f"there is no script {relative}")
@@ -188,6 +235,7 @@ class ExecutionsHandler(MoleHandler):
 
 class StateHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, execution_id: str) -> None:
         result = await self.guarded(self.backend.state(execution_id))
         if result is not None:
@@ -199,12 +247,14 @@ class StateHandler(MoleHandler):
 
 class DetailsHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, execution_id: str) -> None:
         info = await self.guarded(self.backend.call(lambda c: c.info(execution_id)))
         if info is not None:
             self.send(info)
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, execution_id: str) -> None:
         await self.guarded(self.backend.call(lambda c: c.remove(execution_id)))
         if not self._finished:
@@ -214,6 +264,7 @@ class DetailsHandler(MoleHandler):
 
 class OutputHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, execution_id: str) -> None:
         try:
             offset = max(0, int(self.get_query_argument("offset", "0")))
@@ -227,6 +278,7 @@ class OutputHandler(MoleHandler):
 
 class ErrorsHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, execution_id: str) -> None:
         backend = self.backend
         kind = await self.guarded(backend.call(lambda c: c.detect()))
@@ -245,6 +297,7 @@ class ErrorsHandler(MoleHandler):
 
 class FilesHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, execution_id: str) -> None:
         path = self.get_query_argument("path", "")
         entries = await self.guarded(self.backend.call(lambda c: c.listing(execution_id, path)))
@@ -254,6 +307,7 @@ class FilesHandler(MoleHandler):
 
 class CancelHandler(MoleHandler):
     @tornado.web.authenticated
+    @authorized
     async def post(self, execution_id: str) -> None:
         info = await self.guarded(self.backend.call(lambda c: c.cancel(execution_id)))
         if info is not None:
@@ -271,6 +325,7 @@ class DownloadHandler(MoleHandler):
     """
 
     @tornado.web.authenticated
+    @authorized
     async def post(self, execution_id: str) -> None:
         body = self.body()
         if body is None:
@@ -290,6 +345,10 @@ class DownloadHandler(MoleHandler):
             self.refuse(409, f"{to} is a file; give the folder to save into")
             return
         target = destination / (relative.name or f"mole-{execution_id[:8]}")
+        if not self.shown(target, PurePosixPath(to.strip("/"), target.name).as_posix()):
+            return
+        if not await self.may("write", "contents"):
+            return
         overwrite = body.get("overwrite") is True
         written = await self.guarded(
             self.backend.call(lambda c: c.download(execution_id, path, target, overwrite))
