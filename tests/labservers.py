@@ -115,22 +115,23 @@ def backend_of(serverapp: Any) -> Backend:
     return serverapp.web_app.settings["mole_backend"]
 
 
-async def logged(
-    caplog: pytest.LogCaptureFixture, text: str, level: int = logging.INFO, timeout: float = 90
-) -> str:
+async def logged(log: Records, text: str, level: int = logging.INFO, timeout: float = 90) -> str:
     """The first message of Jupyter's log holding ``text`` (at ``level`` or above), waited for.
 
     What the extension does at load on its own (looking for its backend) runs on Jupyter's
     event loop, which runs while the test awaits; nothing here asks the extension anything.
+    ``log`` is the ``server_log`` fixture, not pytest's ``caplog``: an engine test earlier in
+    the run leaves a Dask cluster whose start set pytest's own handlers to ERROR (Dask quiets
+    the handlers of its non-propagating loggers, and pytest adds its handlers to those).
     (What is logged while the app initializes goes to stderr, not here: Jupyter stops its log
     from propagating until pytest-jupyter turns it back on; read it with ``capsys``.)
     """
     deadline = time.monotonic() + timeout
     while True:
-        for record in caplog.get_records("setup") + caplog.get_records("call"):
-            if record.levelno >= level and text in record.getMessage():
-                return record.getMessage()
-        assert time.monotonic() < deadline, f"never logged {text!r}:\n{caplog.text}"
+        for message in log.messages(level):
+            if text in message:
+                return message
+        assert time.monotonic() < deadline, f"never logged {text!r}:\n" + "\n".join(log.messages())
         await asyncio.sleep(0.05)
 
 
@@ -233,8 +234,18 @@ def mole_config_fixture(request: pytest.FixtureRequest) -> dict[str, Any]:
     return param(request) if callable(param) else dict(param)
 
 
+@pytest.fixture(name="server_log")
+def server_log_fixture() -> Iterator[Records]:
+    """Everything logged to the root logger during the test, Jupyter's log included (once
+    pytest-jupyter lets it propagate), whatever the levels of pytest's own handlers."""
+    with Records(logging.getLogger()) as records:
+        yield records
+
+
 @pytest.fixture(name="jp_server_config")
-def jp_server_config_fixture(mole_config: dict[str, Any], no_stray_servers: None) -> dict[str, Any]:
+def jp_server_config_fixture(
+    mole_config: dict[str, Any], no_stray_servers: None, server_log: Records
+) -> dict[str, Any]:
     return {"ServerApp": {"jpserver_extensions": {"jupyter_mole": True}}, "Mole": mole_config}
 
 

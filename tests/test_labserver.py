@@ -42,6 +42,7 @@ from tests.labservers import (  # noqa: F401  (fixtures used by name; re-exporte
     no_stray_servers_fixture,
     on_loop,
     reuse_embedded_fixture,
+    server_log_fixture,
     servers_under,
     shared_embedded_fixture,
     stop_group,
@@ -76,14 +77,14 @@ async def test_embedded_started_restarted_and_found_by_a_kernel(
     jp_runtime_dir: Path,
     jp_root_dir: Path,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     """No url: the extension starts the embedded server (with the configured start options),
     writes the connection file a kernel reads, and starts the server again when it has died."""
     backend = backend_of(jp_serverapp)
     path = jp_runtime_dir / connection.FILE_NAME
     # nobody asks: the extension starts it at load, and says what it found
-    said = await logged(caplog, "jupyter-mole: backend ")
+    said = await logged(server_log, "jupyter-mole: backend ")
     assert said.startswith("jupyter-mole: backend jupyter-mole at http://127.0.0.1:")
     assert path.exists() and not api.seen  # before any request
     at_load = connection.read_connection_file(path)
@@ -143,14 +144,14 @@ async def test_an_embedded_server_already_running_is_reused(
     api: Api,
     tmp_path: Path,
     jp_runtime_dir: Path,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     """Reused as it is, and said so at load; its executions are not where Mole.state_directory
     says (a kernel started it with the default), which is said too."""
-    said = await logged(caplog, "jupyter-mole: backend ")
+    said = await logged(server_log, "jupyter-mole: backend ")
     assert f"pid {reuse_embedded.pid}, already running, reused" in said
     assert (jp_runtime_dir / connection.FILE_NAME).exists() and not api.seen
-    elsewhere = await logged(caplog, "reusing the embedded server", logging.WARNING)
+    elsewhere = await logged(server_log, "reusing the embedded server", logging.WARNING)
     assert str(reuse_embedded.state_directory) in elsewhere
     assert f"not in {tmp_path / 'elsewhere'} (Mole.state_directory)" in elsewhere
     backend = backend_of(jp_serverapp)

@@ -37,6 +37,7 @@ from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name
     jp_server_config_fixture,
     no_stray_servers_fixture,
     on_loop,
+    server_log_fixture,
     write_project,
 )
 

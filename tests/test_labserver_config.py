@@ -24,12 +24,14 @@ from traitlets import TraitError
 
 from jupyter_mole.labserver.config import Mole
 from tests.labservers import (  # noqa: F401  (the fixtures are used by name)
+    Records,
     backend_of,
     jp_server_config_fixture,
     logged,
     mole_config_fixture,
     no_stray_servers_fixture,
     on_loop,
+    server_log_fixture,
     servers_under,
 )
 
@@ -195,7 +197,7 @@ async def test_the_extension_reads_jupyter_mole_config(
     jp_config_dir: Path,
     jp_configurable_serverapp: Any,
     jp_server_config: dict[str, Any],
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     """The file that ``jupyter mole --generate-config`` writes is read by the extension."""
     (jp_config_dir / "jupyter_mole_config.py").write_text(
@@ -204,4 +206,4 @@ async def test_the_extension_reads_jupyter_mole_config(
     app = jp_configurable_serverapp(config=jp_server_config)
     backend = backend_of(app)
     assert (backend.config.url, backend.config.poll_interval) == ("http://127.0.0.1:9", 2.5)
-    await logged(caplog, "the backend at http://127.0.0.1:9 does not answer")
+    await logged(server_log, "the backend at http://127.0.0.1:9 does not answer")

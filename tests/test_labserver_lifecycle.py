@@ -26,6 +26,7 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (see test_labserver's
 from jupyter_mole import connection
 from tests.labservers import (  # noqa: F401  (the fixtures are used by name)
     Api,
+    Records,
     api_fixture,
     backend_of,
     jp_server_config_fixture,
@@ -34,6 +35,7 @@ from tests.labservers import (  # noqa: F401  (the fixtures are used by name)
     no_stray_servers_fixture,
     on_loop,
     reuse_embedded_fixture,
+    server_log_fixture,
     servers_under,
     shared_embedded_fixture,
     write_project,
@@ -76,7 +78,7 @@ async def test_settings_the_backend_never_reads_are_named_at_start(
     ignored: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     app = jp_configurable_serverapp(config=jp_server_config)
     said = capsys.readouterr().err  # the app logs to stderr while it loads its extensions
@@ -87,10 +89,10 @@ async def test_settings_the_backend_never_reads_are_named_at_start(
     backend = backend_of(app)
     if backend.config.url:
         await logged(
-            caplog, f"the backend at {backend.config.url} does not answer", logging.WARNING
+            server_log, f"the backend at {backend.config.url} does not answer", logging.WARNING
         )
     else:
-        await logged(caplog, "jupyter-mole: backend ")
+        await logged(server_log, "jupyter-mole: backend ")
         assert backend.connection is not None and backend.connection.url == reuse_embedded.url
     assert not servers_under(tmp_path) and not (tmp_path / "state").exists()
 
@@ -120,11 +122,11 @@ async def test_an_embedded_server_that_cannot_start_is_reported_not_retried_at_o
     jp_fetch: Any,
     jp_root_dir: Path,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     state = tmp_path / "state"
     backend = backend_of(jp_serverapp)
-    said = await logged(caplog, "the embedded server did not start", logging.ERROR)
+    said = await logged(server_log, "the embedded server did not start", logging.ERROR)
     assert str(state / "server.log") in said and attempts(state) == 1
 
     # every request answers the problem, and none starts the server again (each attempt would
@@ -160,15 +162,17 @@ async def test_at_shutdown_the_client_is_closed_and_the_embedded_server_left_run
     reuse_embedded: connection.Connection,
     jp_serverapp: Any,
     api: Api,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
-    await logged(caplog, "jupyter-mole: backend ")
+    await logged(server_log, "jupyter-mole: backend ")
     backend = backend_of(jp_serverapp)
     client = backend.client
     assert client is not None
     await api("executions")
     await jp_serverapp.cleanup_extensions()  # what Jupyter runs when it stops
-    await logged(caplog, f"the embedded server (pid {reuse_embedded.pid}) keeps running", timeout=0)
+    await logged(
+        server_log, f"the embedded server (pid {reuse_embedded.pid}) keeps running", timeout=0
+    )
     with pytest.raises(RuntimeError, match="closed"):
         await client.list()
     assert backend.closed

@@ -39,6 +39,7 @@ from tests.test_labserver import (  # noqa: F401  (the fixtures are used by name
     mole_config_fixture,
     no_stray_servers_fixture,
     on_loop,
+    server_log_fixture,
     write_project,
 )
 
@@ -76,12 +77,12 @@ async def test_a_pinned_https_backend_through_every_route(
     jp_root_dir: Path,
     jp_runtime_dir: Path,
     mole_server: ServerProcess,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
 ) -> None:
     backend = backend_of(jp_serverapp)
     path = jp_runtime_dir / connection.FILE_NAME
     # nobody asks: the extension checks its backend at load, and says what it found
-    said = await logged(caplog, "jupyter-mole: backend ")
+    said = await logged(server_log, "jupyter-mole: backend ")
     assert said.startswith(f"jupyter-mole: backend jupyter-mole at {mole_server.url} (")
     assert "API token, job" in said
     assert path.exists() and not api.seen  # written before any request
@@ -267,7 +268,7 @@ async def test_a_kernel_jupyter_starts_reaches_the_extensions_backend(
     jp_serverapp: Any,
     jp_runtime_dir: Path,
     mole_server: ServerProcess,
-    caplog: pytest.LogCaptureFixture,
+    server_log: Records,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real ipykernel, started by Jupyter's kernel manager as for a notebook, with nothing
@@ -276,7 +277,7 @@ async def test_a_kernel_jupyter_starts_reaches_the_extensions_backend(
     for name in MOLE_VARIABLES:
         if name != connection.ROOT_VARIABLE:  # that one the extension sets, for the kernels
             monkeypatch.delenv(name, raising=False)
-    await logged(caplog, "jupyter-mole: backend ")
+    await logged(server_log, "jupyter-mole: backend ")
     assert (jp_runtime_dir / connection.FILE_NAME).exists()
     manager = jp_serverapp.kernel_manager
     kernel_id = await manager.start_kernel(kernel_name="python3")

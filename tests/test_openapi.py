@@ -575,8 +575,6 @@ def test_every_documented_answer_was_met(request: pytest.FixtureRequest) -> None
     defined = [n for n, f in globals().items() if n.startswith("test_") and callable(f)]
     if {i.originalname for i in here} != set(defined):
         pytest.skip("only meaningful when the whole file runs")
-    if request.session.testsfailed:
-        pytest.skip("some tests failed: their answers were not all met")
     documented = {
         (method, template, status)
         for method, template, op in operations()
