@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import pty
 import re
+import select
 import shlex
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from pathlib import Path
@@ -168,6 +173,18 @@ def test_failing_task_exits_1_naming_the_task(tmp_path: Path) -> None:
     assert "failed: " in done.stderr
 
 
+def test_a_non_zero_exit_names_the_task_once_and_its_script_line(tmp_path: Path) -> None:
+    script = "x = Val(int)\nt = SystemExecTask(\"sh -c 'exit 3'\", inputs=[x])\n"
+    write(tmp_path / "exit.oms", script + "DirectSampling(evaluation=t, sampling=x.in_([1]))\n")
+    done = run_cli("run", "exit.oms", "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 1
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert error == (
+        "error: task t failed on inputs {x=1}: command `sh -c 'exit 3'` exited with code 3 "
+        "(exit.oms, line 2); its stderr ends with:"
+    )
+
+
 def test_failing_task_verbose_prints_the_stack_trace_once(tmp_path: Path) -> None:
     write(tmp_path / "fail.oms", FAILING)
     done = run_cli("run", "-v", "fail.oms", "--workers", "2", cwd=tmp_path)
@@ -275,6 +292,82 @@ def test_ctrl_c_cancels_kills_jobs_and_exits_130(tmp_path: Path, target: str) ->
     while _sleeps(duration) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _sleeps(duration) == []
+
+
+SLOW_SWEEP = """\
+import time
+x, y = Val(int), Val(int)
+
+@PythonTask(inputs=[x], outputs=[y])
+def square(x):
+    time.sleep(0.3)
+    print("squaring", x)
+    return {"y": x * x}
+
+DirectSampling(evaluation=square.by(1), sampling=x.in_([1, 2, 3, 4])).hook(display)
+"""
+
+_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def run_in_terminal(args: list[str], cwd: Path, timeout: float = 120) -> tuple[int, str]:
+    """Run the command line on a pseudo-terminal of 120 columns: its exit status and screen text."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_mole", *args],
+        cwd=cwd,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        status = proc.wait(timeout=10)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return status, b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def test_run_on_a_terminal_draws_the_live_progress_bar_and_counters(tmp_path: Path) -> None:
+    write(tmp_path / "sweep.oms", SLOW_SWEEP)
+    status, screen = run_in_terminal(["run", "sweep.oms", "--workers", "2"], tmp_path)
+    assert status == 0, screen
+    assert "\x1b[" in screen and "━" in screen  # drawn live, with rich's bar
+    lines = [_ESCAPE.sub("", line).strip() for line in re.split(r"\r\n|\r|\n", screen)]
+    bars = [line for line in lines if line.startswith("━") or "╺" in line]
+    assert any(re.search(r" [0-3]/4 jobs  running  ", line) for line in bars), lines
+    assert any(re.search(r" 4/4 jobs  finished  ", line) for line in bars), lines
+    rows = [line.split() for line in lines]
+    assert ["task", "ready", "running", "completed"] in rows
+    assert ["environment", "submitted", "running", "done", "failed"] in rows
+    assert ["square", "0", "0", "4"] in rows  # the task's counters at the end
+    finals = [row for row in rows if row[:1] == ["local"]]
+    assert finals and finals[-1][1:3] == ["0", "0"] and finals[-1][-1] == "0", finals
+    for x in (1, 2, 3, 4):
+        assert ["squaring", str(x)] in rows
+        assert [str(x), str(x * x)] in rows
+    assert any(line.startswith("finished: 4 jobs completed in ") for line in lines)
 
 
 # -- the display ----------------------------------------------------------------------

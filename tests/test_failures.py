@@ -54,7 +54,10 @@ def test_a_wrong_output_type_names_task_value_and_types(engine: Engine, work: Pa
         work,
     )
     assert execution.state is State.FAILED
-    assert "task typed, output: y should be float, got str 'text'" in execution.error
+    assert execution.error == (
+        "task typed failed on inputs {x=1}: output: y should be float, got str 'text' "
+        "(test.oms, line 3)"
+    )
 
 
 def test_retry_runs_a_failed_job_again_and_logs_a_warning(engine: Engine, work: Path) -> None:

@@ -95,3 +95,42 @@ def test_csv_rows_are_written_as_they_come(engine: Engine, work: Path) -> None:
     assert execution.state is State.FINISHED, execution.error
     # When the fifth job ran, the rows of earlier jobs were already in the file.
     assert int((work / "seen.txt").read_text()) >= 3
+
+
+def test_a_run_without_rows_replaces_the_last_runs_csv_files(engine: Engine, work: Path) -> None:
+    for name in ("all.csv", "chosen.csv", "nested/chosen.csv"):
+        (work / name).parent.mkdir(exist_ok=True)
+        (work / name).write_text("x,y\n1,1\n2,2\n")
+    source = """
+        x, y = Val(int), Val(int)
+        t = PythonTask("y = x", inputs=[x], outputs=[y])
+        DirectSampling(evaluation=t, sampling=x.in_([1, 2]), condition="y > 5").hook(
+            work_directory / "all.csv",
+            CSVHook(work_directory / "chosen.csv", values=[y, x]),
+            CSVHook(work_directory / "nested" / "chosen.csv", values=[y], header=False),
+        )
+        """
+    execution = run(engine, source, work)
+    assert execution.state is State.FINISHED, execution.error
+    # No row passed the condition: no stale rows either, and the header where it is known.
+    assert (work / "all.csv").read_text() == ""
+    assert (work / "chosen.csv").read_text() == "y,x\n"
+    assert (work / "nested" / "chosen.csv").read_text() == ""
+
+
+def test_a_csv_file_that_cannot_be_written_fails_the_execution_at_once(
+    engine: Engine, work: Path
+) -> None:
+    (work / "taken").write_text("a file, not a folder")
+    source = """
+        x = Val(int)
+        DirectSampling(evaluation=EmptyTask(inputs=[x]), sampling=x.in_([1])).hook(
+            work_directory / "taken" / "r.csv"
+        )
+        """
+    execution = run(engine, source, work)
+    assert execution.state is State.FAILED
+    assert execution.error == (
+        f"the CSV hook cannot write {work / 'taken' / 'r.csv'} (File exists: {work / 'taken'})"
+    )
+    assert execution.snapshot().completed == 0  # before any job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -248,9 +249,46 @@ def test_a_factor_over_a_log_range(x: Val) -> None:
 
 def test_a_factor_over_a_generator_can_be_walked_twice(x: Val) -> None:
     f = x.in_(i / 2 for i in range(3))
+    assert f.size() is None  # unknown until the generator has been walked to its end
+    assert list(f) == [(0.0,), (0.5,), (1.0,)]
+    assert list(f) == [(0.0,), (0.5,), (1.0,)]
     assert f.size() == 3
-    assert list(f) == [(0.0,), (0.5,), (1.0,)]
-    assert list(f) == [(0.0,), (0.5,), (1.0,)]
+
+
+def test_a_factor_over_a_generator_draws_only_what_is_walked(n: Val) -> None:
+    drawn = []
+
+    def values() -> Iterator[int]:
+        for i in range(1_000_000):
+            drawn.append(i)
+            yield i
+
+    f = n.in_(values())
+    assert drawn == []  # not listed when the factor is made
+    assert list(itertools.islice(f, 3)) == [(0,), (1,), (2,)]
+    assert drawn == [0, 1, 2]
+    # A second walk replays what was drawn, then draws on.
+    assert list(itertools.islice(f, 5)) == [(0,), (1,), (2,), (3,), (4,)]
+    assert drawn == [0, 1, 2, 3, 4]
+
+
+def test_a_generator_factor_inside_a_cross_product_is_replayed(n: Val, s: Val) -> None:
+    c = n.in_([1, 2]) * s.in_(letter for letter in "ab")
+    assert list(c) == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+
+
+def test_a_factor_over_an_unsized_iterable_walks_it_afresh(n: Val) -> None:
+    class Evens:
+        walks = 0
+
+        def __iter__(self) -> Iterator[int]:
+            Evens.walks += 1
+            return iter(range(0, 6, 2))
+
+    f = n.in_(Evens())
+    assert f.size() is None
+    assert list(f) == list(f) == [(0,), (2,), (4,)]
+    assert Evens.walks == 2
 
 
 def test_factor_values_are_coerced_to_the_val_type(x: Val) -> None:
@@ -428,3 +466,38 @@ def test_the_first_point_of_a_cross_of_long_factors_costs_nothing(n: Val) -> Non
         tracemalloc.stop()
     assert first == (0, 0)
     assert peak < 5_000_000
+
+
+def test_a_replication_of_ten_million_does_not_list_its_seeds() -> None:
+    from jupyter_mole.engine.dsl import EmptyTask, Replication
+
+    seed = Val(int, name="seed")
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        method = Replication(
+            evaluation=EmptyTask(inputs=[seed]), seed=seed, sample=10**7, distribution_seed=42
+        )
+        first = list(itertools.islice(method.points(), 5))
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Ten million seeds in a list would take seconds and hundreds of megabytes.
+    assert elapsed < 0.5
+    assert peak < 2_000_000
+    assert method.size() == 10**7
+    rng = random.Random(42)
+    assert first == [(rng.randrange(2**31),) for _ in range(5)]
+    assert list(itertools.islice(method.points(), 5)) == first  # every walk: the same seeds
+
+
+def test_replication_seeds_with_an_index_walk_the_same_twice() -> None:
+    from jupyter_mole.engine.dsl import EmptyTask, Replication
+
+    seed, index = Val(int, name="seed"), Val(int, name="i")
+    method = Replication(evaluation=EmptyTask(inputs=[seed]), seed=seed, sample=4, index=index)
+    points = list(method.points())
+    assert [i for _, i in points] == [0, 1, 2, 3]
+    assert list(method.points()) == points
+    assert method.size() == 4

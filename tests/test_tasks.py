@@ -133,6 +133,18 @@ def test_a_function_taking_keyword_arguments_gets_every_input(
     assert model.perform({"x": 1.0}, job) == {"y": 2.0}
 
 
+def test_a_function_of_no_parameters_gets_none_of_the_inputs(
+    x: Val, y: Val, job: JobContext
+) -> None:
+    # The function takes the inputs it names: here none, though the task declares one.
+    @PythonTask(inputs=[x], outputs=[y])
+    def model():
+        return 7.0
+
+    assert model.perform({"x": 1.0}, job) == {"y": 7.0}
+    assert model.perform({"x": 2.0}, job) == {"y": 7.0}  # the second call uses the cached plan
+
+
 def test_the_task_does_not_change_the_context(x: Val, y: Val, job: JobContext) -> None:
     @PythonTask(inputs=[x], outputs=[y])
     def model(x):

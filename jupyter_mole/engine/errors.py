@@ -6,6 +6,7 @@
      +-- ScriptError            a script did not load (carries file and line)
      |    +-- ScalaScriptError  the script is OpenMOLE Scala: it needs an OpenMOLE server
      +-- WorkflowError          a workflow that cannot run as written (missing input, bad type)
+     |    +-- TaskError         ...found by a task's job (an output of the wrong type, a command's exit)
      +-- JobError               a job failed on its environment (task, inputs, worker traceback)
      +-- EnvironmentFailure     an environment cannot run jobs (unreachable, refuses batch jobs)
 
@@ -21,6 +22,7 @@ __all__ = [
     "MoleError",
     "ScalaScriptError",
     "ScriptError",
+    "TaskError",
     "WorkflowError",
 ]
 
@@ -55,6 +57,40 @@ class ScalaScriptError(ScriptError):
 
 class WorkflowError(MoleError):
     """The workflow is wrong as written; raised before or while a job runs."""
+
+
+class TaskError(WorkflowError):
+    """What a task's job found wrong, naming the task and the script line that defines it.
+
+    ``str()`` is the whole sentence: "task model (pi.oms, line 7), output: y
+    should be int, got float 0.0". ``message`` leaves the task's name out, as
+    the engine's job failure already gives it: "task model failed on inputs
+    {x=1}: output: y should be int, got float 0.0 (pi.oms, line 7)"; the name
+    then reads once. ``tail`` is text that must come last, after the script
+    line (the end of a program's stderr).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        detail: str,
+        site: str | None = None,
+        separator: str = ": ",
+        tail: str = "",
+    ) -> None:
+        where = f" ({site})" if site else ""
+        super().__init__(f"{detail}{where}{tail}")
+        self.args = (f"task {task}{where}{separator}{detail}{tail}",)
+        self.task = task
+        self.site = site
+        self.detail = detail
+        self._parts = (task, detail, site, separator, tail)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self._parts)
 
 
 class JobError(MoleError):

@@ -71,7 +71,16 @@ class Evaluator:
         self._batch_sizes: dict[int, int] = {}
 
     async def run(self, puzzle: Puzzle, batch: Batch) -> Batch:
-        """Run ``puzzle`` on every row of ``batch``; all results, in the order of the rows."""
+        """Run ``puzzle`` on every row of ``batch``; all results, in the order of the rows.
+
+        The execution's whole run: its hooks are started first, so that a CSV
+        file is replaced even when no row comes.
+        """
+        started: set[int] = set()
+        for hook in puzzle.all_hooks():
+            if id(hook) not in started:
+                started.add(id(hook))
+                hook.start(self.hook_context)
         results: list[tuple[Any, ...] | None] = [None] * len(batch.rows)
         names: list[tuple[str, ...]] = [()]
 

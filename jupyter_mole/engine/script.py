@@ -18,6 +18,7 @@ from typing import Any
 
 from .dsl import namespace
 from .dsl.puzzle import Puzzle, as_puzzle
+from .dsl.site import SCRIPT_MODULE
 from .errors import MoleError, ScalaScriptError, ScriptError, WorkflowError
 from .local_modules import importable_from
 from .naming import name_assignments, name_objects
@@ -36,8 +37,6 @@ _SCALA_LINE = re.compile(
     )""",
     re.VERBOSE,
 )
-
-_NAME = "__mole_script__"
 
 
 @dataclasses.dataclass
@@ -132,7 +131,9 @@ def load_source(source: str, filename: str, work_directory: str | Path = ".") ->
             lineno=last.lineno,
         )
     scope: dict[str, Any] = namespace()
-    scope.update({"__name__": _NAME, "__file__": filename, "work_directory": Path(work_directory)})
+    scope.update(
+        {"__name__": SCRIPT_MODULE, "__file__": filename, "work_directory": Path(work_directory)}
+    )
     body_code = compile(name_assignments(ast.Module(body=body, type_ignores=[])), filename, "exec")
     try:
         with importable_from(Path(work_directory)):

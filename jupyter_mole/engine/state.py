@@ -6,6 +6,7 @@ turns a :class:`Snapshot` into either JSON dialect of OpenMOLE's API.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import enum
 import threading
@@ -72,15 +73,24 @@ class ErrorLog:
     """Every environment error of an execution, with an independent cursor per reader.
 
     OpenMOLE keeps one cursor, so two pollers steal each other's errors; here any
-    number of readers each get every error once. Repeats of the same message
-    and level are folded into one record with a count, so a thousand failing
-    jobs do not bury the first distinct error.
+    number of readers each get every error. Repeats of the same message and
+    level are folded into one record with a count, so a thousand failing jobs
+    do not bury the first distinct error: :meth:`all` is that folded log.
+
+    Each occurrence is also one *event* in an append-only sequence that points
+    at its folded record, and a reader's cursor is a position in it. So a
+    reader who has seen a record still learns of its repeats: the next read
+    gives the record again, counting the occurrences since that reader's last
+    read. Events every reader has passed are dropped; a new reader starts from
+    the folded log, not from the events.
     """
 
     def __init__(self) -> None:
         self._records: list[ErrorRecord] = []
         self._index: dict[tuple[str, str, ErrorLevel], int] = {}
-        self._cursors: dict[str, int] = {}
+        self._events = array.array("I")  # per occurrence, its record's index in _records
+        self._dropped = 0  # events dropped from the front: absolute position of _events[0]
+        self._cursors: dict[str, int] = {}  # absolute event positions
         self._lock = threading.Lock()
 
     def add(self, record: ErrorRecord) -> None:
@@ -88,22 +98,45 @@ class ErrorLog:
         with self._lock:
             i = self._index.get(key)
             if i is None:
-                self._index[key] = len(self._records)
+                i = self._index[key] = len(self._records)
                 self._records.append(record)
             else:
                 old = self._records[i]
-                self._records[i] = dataclasses.replace(old, count=old.count + 1)
+                self._records[i] = dataclasses.replace(old, count=old.count + record.count)
+            if self._cursors:  # a reader yet to come starts from the folded log
+                self._events.extend([i] * record.count)
 
     def all(self) -> list[ErrorRecord]:
         with self._lock:
             return list(self._records)
 
     def since_last_read(self, reader: str) -> list[ErrorRecord]:
-        """The records added since ``reader`` last asked (all of them the first time)."""
+        """What happened since ``reader`` last asked (the whole folded log the first time).
+
+        One record per distinct error, in the order it first happened since the
+        last read, its ``count`` the occurrences since then: a reader adding up
+        the counts it is given sees every occurrence once.
+        """
         with self._lock:
-            start = self._cursors.get(reader, 0)
-            self._cursors[reader] = len(self._records)
-            return self._records[start:]
+            end = self._dropped + len(self._events)
+            start = self._cursors.get(reader)
+            self._cursors[reader] = end
+            if start is None:
+                result = list(self._records)
+            else:
+                counts: dict[int, int] = {}
+                for i in self._events[start - self._dropped :]:
+                    counts[i] = counts.get(i, 0) + 1
+                result = [dataclasses.replace(self._records[i], count=n) for i, n in counts.items()]
+            self._trim()
+            return result
+
+    def _trim(self) -> None:
+        """Drop the events every reader has passed (when they are many enough to matter)."""
+        passed = min(self._cursors.values()) - self._dropped
+        if passed >= 1024 and passed * 2 >= len(self._events):
+            del self._events[:passed]
+            self._dropped += passed
 
 
 @dataclasses.dataclass

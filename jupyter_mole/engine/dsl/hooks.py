@@ -1,8 +1,10 @@
 """Hooks: where results go as they come (OpenMOLE's ``display``, ``CSVHook``, ``CopyFileHook``).
 
-A hook is a definition in the script; when an execution starts, each hook is
-opened into a writer bound to that execution (its work directory and output),
-and rows are written batch by batch as jobs finish, not at the end.
+A hook is a definition in the script. When an execution starts, each hook is
+*started* (a CSV hook replaces its file, so that a run that yields no row does
+not leave the last run's rows behind); at its first rows it is opened into a
+writer bound to that execution (its work directory and output), and rows are
+written batch by batch as jobs finish, not at the end.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class Hook:
 
     def columns(self, available: Sequence[str]) -> list[str]:
         return [v.name for v in self.values] if self.values is not None else list(available)
+
+    def start(self, context: HookContext) -> None:
+        """The execution starts, before any row: clear what a previous run left."""
 
     def open(self, context: HookContext, columns: Sequence[str]) -> HookWriter:
         raise NotImplementedError
@@ -168,6 +173,22 @@ class CSVHook(Hook):
             )
         self.path = path
         self.header = header
+
+    def start(self, context: HookContext) -> None:
+        """Replace the file: with the header alone when the columns are known, else empty.
+
+        Without ``values=`` the columns are those of the first rows, unknown until
+        they come; the writer rewrites the file from its header then.
+        """
+        path = context.resolve(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="", encoding="utf-8") as file:
+                if self.header and self.values is not None:
+                    csv.writer(file).writerow(self.columns(()))
+        except OSError as e:
+            reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+            raise WorkflowError(f"the CSV hook cannot write {path} ({reason})") from None
 
     def open(self, context: HookContext, columns: Sequence[str]) -> HookWriter:
         return _CSVWriter(context.resolve(self.path), self.columns(columns), self.header)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..errors import WorkflowError
+from .hooks import Hook
 from .puzzle import Capsule, Puzzle, as_hook, as_puzzle, describe
 from .sampling import Factor, Sampling, Zip
 from .values import Aggregation, Val, as_aggregation, type_label
@@ -65,6 +66,10 @@ class Method(Puzzle):
 
     def capsules(self) -> Iterator[Capsule]:
         yield from self.evaluation.capsules()
+
+    def all_hooks(self) -> Iterator[Hook]:
+        yield from self.hooks
+        yield from self.evaluation.all_hooks()
 
     def _map_capsules(self, f: Callable[[Capsule], Capsule]) -> Method:
         return self._copy(evaluation=self.evaluation._map_capsules(f))
@@ -133,6 +138,30 @@ class DirectSampling(Method):
         super().__init__(evaluation, sampling, aggregation, condition)
 
 
+class _Seeds:
+    """``size`` random seeds drawn from ``distribution_seed``, drawn anew at each walk.
+
+    A million replications are a million seeds: listing them would hold them
+    all from the start. Each walk re-seeds its own generator instead, so every
+    walk gives the same seeds in the same order (the sampling may be walked
+    once per enclosing point) and the length is known without drawing them.
+    """
+
+    def __init__(self, distribution_seed: int, size: int) -> None:
+        self.distribution_seed = distribution_seed
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        draw = random.Random(self.distribution_seed).randrange
+        return (draw(2**31) for _ in range(self.size))
+
+    def __repr__(self) -> str:
+        return f"_Seeds({self.distribution_seed}, {self.size})"
+
+
 class Replication(Method):
     """Run ``evaluation`` ``sample`` times, each with a different random ``seed``.
 
@@ -165,9 +194,7 @@ class Replication(Method):
             )
         if distribution_seed is None:
             distribution_seed = random.SystemRandom().randrange(2**31)
-        rng = random.Random(distribution_seed)
-        seeds = [rng.randrange(2**31) for _ in range(sample)]
-        sampling: Sampling = Factor(seed, seeds)
+        sampling: Sampling = Factor(seed, _Seeds(distribution_seed, sample))
         if index is not None:
             sampling = Zip(sampling, Factor(index, range(sample)))
         super().__init__(evaluation, sampling, aggregation, condition)

@@ -65,6 +65,11 @@ class Puzzle:
         """The values this puzzle produces given what is ``available``; raises if an input is missing."""
         raise NotImplementedError
 
+    def all_hooks(self) -> Iterator[Hook]:
+        """Every hook inside this puzzle (on its tasks, its methods, its parts), depth first."""
+        for capsule in self.capsules():
+            yield from capsule.hooks
+
     def _map_capsules(self, f: Callable[[Capsule], Capsule]) -> Puzzle:
         raise NotImplementedError
 
@@ -152,6 +157,10 @@ class Sequence(Puzzle):
     def capsules(self) -> Iterator[Capsule]:
         for part in self.parts:
             yield from part.capsules()
+
+    def all_hooks(self) -> Iterator[Hook]:
+        for part in self.parts:
+            yield from part.all_hooks()
 
     def provides(self, available: dict[str, Val]) -> dict[str, Val]:
         for part in self.parts:

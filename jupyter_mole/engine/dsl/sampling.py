@@ -136,8 +136,55 @@ class Sampling:
         return Zip(self, other)
 
 
+class _Recorded:
+    """A one-shot iterator made walkable again: values are kept as they are first drawn.
+
+    The engine walks a sampling more than once: a cross product walks its later
+    factors once per point of the earlier ones, a method nested in another walks
+    its sampling once per enclosing point, and a workflow may use a method
+    twice. A generator gives its values once, so they are kept; but only as far
+    as a walk has gone, so the first point is drawn without running the
+    generator to its end (an endless ``itertools.count()`` zipped with a finite
+    factor works), and a walk that stops early holds only what it drew. A domain
+    too large to hold should be one that starts afresh at each walk: a
+    ``range``, a ``Range``, or an object whose ``__iter__`` makes a new generator.
+    """
+
+    def __init__(self, source: Iterator[Any]) -> None:
+        self._source: Iterator[Any] | None = source
+        self._values: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        values, i = self._values, 0
+        while True:
+            # Walks may interleave (two methods drawing from one factor): each reads by index.
+            if i < len(values):
+                yield values[i]
+                i += 1
+                continue
+            if self._source is None:
+                return
+            try:
+                values.append(next(self._source))
+            except StopIteration:
+                self._source = None
+                return
+
+    def size(self) -> int | None:
+        """Known once the iterator has been walked to its end."""
+        return len(self._values) if self._source is None else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self._source).__name__ if self._source else 'iterator'}>"
+
+
 class Factor(Sampling):
-    """``x.in_(domain)``: the Val ``x`` taking each value of ``domain`` in turn."""
+    """``x.in_(domain)``: the Val ``x`` taking each value of ``domain`` in turn.
+
+    A domain with a length (a list, a ``range``, a ``Range``) gives the factor
+    its size; any other iterable is walked as it is needed, never listed first
+    (a one-shot iterator keeps the values drawn, see :class:`_Recorded`).
+    """
 
     def __init__(self, val: Val, domain: Iterable[Any]) -> None:
         if isinstance(domain, (str, bytes)) or not isinstance(domain, Iterable):
@@ -145,8 +192,8 @@ class Factor(Sampling):
                 f"{val.name}.in_() takes values to explore (a list, a range, Range(0.0, 1.0, "
                 f"by=0.1)...), got {describe(domain)}"
             )
-        if not hasattr(domain, "__len__"):
-            domain = list(domain)  # a generator can be walked only once; a factor is walked per use
+        if isinstance(domain, Iterator):
+            domain = _Recorded(domain)
         self.val = val
         self.domain = domain
         self.vals = (val,)
@@ -166,7 +213,12 @@ class Factor(Sampling):
             yield (value,) if type(value) is exact else (check_value(val, value, where),)
 
     def size(self) -> int | None:
-        return len(self.domain)  # type: ignore[arg-type]
+        if isinstance(self.domain, _Recorded):
+            return self.domain.size()
+        try:
+            return len(self.domain)  # type: ignore[arg-type]
+        except TypeError:  # an iterable with no length: only walking it would tell
+            return None
 
     def __repr__(self) -> str:
         return f"{self.val.name}.in_({self.domain!r})"

@@ -192,9 +192,9 @@ class SystemExecTask(Task):
                     hint = ""
                     if self.shell and code == 127:
                         hint = " (the shell did not find a program: is it on the PATH?)"
-                    raise WorkflowError(
-                        f"{where}: command `{shown}` exited with code {code}{hint}; "
-                        f"its stderr ends with:\n{e[-_STDERR_TAIL:]}"
+                    raise self.error(
+                        f"command `{shown}` exited with code {code}{hint}",
+                        tail=f"; its stderr ends with:\n{e[-_STDERR_TAIL:]}",
                     )
             result: dict[str, Any] = {}
             if self.stdout is not None:
@@ -220,7 +220,7 @@ class SystemExecTask(Task):
             copies.append((Path(inputs[val.name]), destination, f"input file {val.name}"))
         for source, destination, what in copies:
             if not source.exists():
-                raise WorkflowError(f"{where}: {what} does not exist (looked for {source})")
+                raise self.error(f"{what} does not exist (looked for {source})")
             destination.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
                 shutil.copytree(source, destination, dirs_exist_ok=True)
@@ -238,7 +238,7 @@ class SystemExecTask(Task):
         try:
             tokens = shlex.split(command)
         except ValueError as error:
-            raise WorkflowError(f"{where}: cannot split command {command!r}: {error}") from None
+            raise self.error(f"cannot split command {command!r}: {error}") from None
         args = [fill_template(token, inputs, where) for token in tokens]
         return args, shlex.join(args)
 
@@ -261,15 +261,13 @@ class SystemExecTask(Task):
                 )
                 job.watch(proc)
         except FileNotFoundError:
-            raise WorkflowError(
-                f"task {self.name}: program {args[0]!r} (in `{shown}`) was not found: it is not "
-                f"on the PATH of the machine that runs the job; install it there, give its "
-                f"full path, or ship it with resources=[...]"
+            raise self.error(
+                f"program {args[0]!r} (in `{shown}`) was not found",
+                tail=": it is not on the PATH of the machine that runs the job; install it "
+                "there, give its full path, or ship it with resources=[...]",
             ) from None
         except PermissionError:
-            raise WorkflowError(
-                f"task {self.name}: program {args[0]!r} (in `{shown}`) is not executable"
-            ) from None
+            raise self.error(f"program {args[0]!r} (in `{shown}`) is not executable") from None
         finished = False
         try:
             while True:
@@ -303,9 +301,9 @@ class SystemExecTask(Task):
         for source, val in self.output_files.items():
             path = folder / fill_template(source, inputs, where)
             if not path.exists():
-                raise WorkflowError(
-                    f"{where}: output file {source!r} (for {val.name}) was not produced; "
-                    f"the job folder contains: {_listing(folder)}"
+                raise self.error(
+                    f"output file {source!r} (for {val.name}) was not produced",
+                    tail=f"; the job folder contains: {_listing(folder)}",
                 )
             target = job.output_file_directory() / path.name
             shutil.move(os.fspath(path), os.fspath(target))

@@ -12,8 +12,9 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import WorkflowError
+from ..errors import TaskError, WorkflowError
 from .puzzle import Capsule, Puzzle, describe
+from .site import script_site
 from .values import Val, check_value, type_label
 
 if TYPE_CHECKING:
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from ..job import JobContext
 
 __all__ = ["EmptyTask", "PythonTask", "Task"]
+
+# A function taking ``**inputs`` gets every input. Not ``()``: that is a function
+# of no parameters, which gets none of them (its task may still declare inputs).
+_EVERY_INPUT: Any = object()
 
 
 def _as_vals(items: Iterable[Any] | None, what: str, task: str) -> tuple[Val, ...]:
@@ -59,6 +64,8 @@ class Task(Puzzle):
         self._plan: tuple | None = None
         # The script the task comes from (file name, text), to show its lines in tracebacks.
         self.script: tuple[str, str] | None = None
+        # "pi.oms, line 7": named by the errors its jobs raise, which come from a worker.
+        self.site: str | None = script_site()
 
     # -- naming -----------------------------------------------------------------
     @property
@@ -111,6 +118,16 @@ class Task(Puzzle):
                 )
 
     # -- running ----------------------------------------------------------------
+    def error(self, detail: str, separator: str = ": ", tail: str = "") -> TaskError:
+        """An error of this task's job, naming the task and the script line that defines it."""
+        return TaskError(self.name, detail, self.site, separator, tail)
+
+    def _checked(self, val: Val, value: Any, what: str) -> Any:
+        try:
+            return check_value(val, value, what)
+        except WorkflowError as e:
+            raise self.error(e.message, separator=", ") from None
+
     def _prepare(self) -> tuple:
         if self._plan is None:
             defaults = {v.name: value for v, value in self.defaults.items()}
@@ -131,9 +148,9 @@ class Task(Puzzle):
             elif name in defaults:
                 value = defaults[name]
             else:
-                raise WorkflowError(f"task {self.name}: input {name} is missing from the context")
+                raise self.error(f"input {name} is missing from the context")
             if type(value) is not val.type:  # the exact type needs no check: the usual case
-                value = check_value(val, value, f"task {self.name}, input")
+                value = self._checked(val, value, "input")
             inputs[name] = value
         result = self.process(inputs, job)
         outputs: dict[str, Any] = {}
@@ -143,11 +160,11 @@ class Task(Puzzle):
             elif name in inputs:
                 value = inputs[name]
             else:
-                raise WorkflowError(
-                    f"task {self.name} did not produce its output {name} ({type_label(val.type)})"
+                raise self.error(
+                    f"did not produce its output {name} ({type_label(val.type)})", separator=" "
                 )
             if type(value) is not val.type:
-                value = check_value(val, value, f"task {self.name}, output")
+                value = self._checked(val, value, "output")
             outputs[name] = value
         return outputs
 
@@ -257,10 +274,10 @@ class PythonTask(Task):
         if self._compiled is None:
             params = inspect.signature(self.code).parameters.values()
             if any(p.kind is p.VAR_KEYWORD for p in params):
-                self._compiled = ()  # def f(**inputs): every input
+                self._compiled = _EVERY_INPUT  # def f(**inputs)
             else:
                 self._compiled = tuple(p.name for p in params if p.kind is not p.VAR_POSITIONAL)
-        if not self._compiled:
+        if self._compiled is _EVERY_INPUT:
             return self._as_outputs(self.code(**inputs))
         kwargs = {name: inputs[name] for name in self._compiled if name in inputs}
         return self._as_outputs(self.code(**kwargs))
@@ -275,7 +292,9 @@ class PythonTask(Task):
         if isinstance(result, tuple) and len(result) == len(self.outputs):
             return {v.name: value for v, value in zip(self.outputs, result)}
         names = ", ".join(v.name for v in self.outputs)
-        raise WorkflowError(
-            f"task {self.name} returned {describe(result)}; return a dict of its outputs "
-            f"({names}) or a tuple of {len(self.outputs)} values in that order"
+        raise self.error(
+            f"returned {describe(result)}",
+            separator=" ",
+            tail=f"; return a dict of its outputs ({names}) or a tuple of "
+            f"{len(self.outputs)} values in that order",
         )

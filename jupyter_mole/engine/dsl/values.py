@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkflowError
+from .site import script_site
 
 __all__ = ["Aggregation", "File", "Val", "check_value", "type_label"]
 
@@ -120,20 +121,24 @@ class Val:
     """A named, typed value: OpenMOLE's ``Val[T]``, written ``Val(T)``.
 
     Identity is the object, not the name, as in a Scala script where two
-    ``Val``s of one name are a mistake the loader reports.
+    ``Val``s of one name are a mistake the loader reports. A ``Val`` made
+    without a name keeps the script line that made it, for the error that
+    says it has none (found only when the workflow is checked).
     """
 
-    __slots__ = ("_name", "type")
+    __slots__ = ("_name", "_site", "type")
 
     def __init__(self, type: Any = float, name: str | None = None) -> None:
         self.type = type
         self._name = name
+        self._site = script_site() if name is None else None
 
     @property
     def name(self) -> str:
         if self._name is None:
+            made = f" (made at {self._site})" if self._site else ""
             raise WorkflowError(
-                f"a Val({type_label(self.type)}) has no name: assign it to a variable "
+                f"a Val({type_label(self.type)}){made} has no name: assign it to a variable "
                 f"in the script, or give one with Val({type_label(self.type)}, name='x')"
             )
         return self._name
@@ -154,6 +159,7 @@ class Val:
 
     def __setstate__(self, state: tuple[Any, str | None]) -> None:
         self.type, self._name = state
+        self._site = None
 
     # -- sampling -------------------------------------------------------------
     def in_(self, domain: Any, stop: Any = None, *, by: Any = None, size: int | None = None):
