@@ -25,4 +25,4 @@ def work(tmp_path: Path) -> Path:
     return path
 
 
-pytest_plugins = ["tests.servers", "tests.batch_systems", "tests.kernels"]
+pytest_plugins = ["tests.servers", "tests.batch_systems", "tests.kernels", "tests.sidebar"]

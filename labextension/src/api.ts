@@ -31,6 +31,8 @@ export interface IExecution {
   running?: number;
   completed?: number;
   error?: string;
+  /** What the backend cannot tell (an OpenMOLE backend lists ids only), in words for people. */
+  unsupported?: string;
 }
 
 /** Job counters: waiting, running and completed jobs. */

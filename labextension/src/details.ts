@@ -54,6 +54,7 @@ export class ExecutionDetails extends Widget {
     this._filesFetched = false;
     this._errorsKey = '';
     this._output.textContent = '';
+    this._problem.remove();
     replaceChildren(this._errors);
     replaceChildren(this._files);
     replaceChildren(this._summary);
@@ -62,12 +63,27 @@ export class ExecutionDetails extends Widget {
     this.setHidden(id === null);
   }
 
-  /** Refresh from the backend; the row is what the list knows (its state fetched this tick). */
+  /**
+   * Refresh from the backend; the row is what the list knows (its state fetched this tick).
+   * Never rejects: a failure shows in the details (the list goes on refreshing), and an
+   * execution removed meanwhile (404) leaves with the next list.
+   */
   async refresh(row: IRow | undefined): Promise<void> {
     const id = this._id;
     if (id === null || !row || row.execution.id !== id) {
       return;
     }
+    try {
+      await this.load(id, row);
+      this.problem(id, null);
+    } catch (error) {
+      if (!(error instanceof MoleError && error.status === 404)) {
+        this.problem(id, error instanceof Error ? error.message : String(error));
+      }
+    }
+  }
+
+  private async load(id: string, row: IRow): Promise<void> {
     const { api } = this.options;
     const state = row.state ?? (await api.state(id));
     if (this._id !== id) {
@@ -81,6 +97,21 @@ export class ExecutionDetails extends Widget {
     this._lastState = state.state;
     if (state.state === 'running' || changed || !this._filesFetched) {
       await this.fetchFiles(id);
+    }
+  }
+
+  /** Say (or stop saying) why the details could not be refreshed. */
+  private problem(id: string, text: string | null): void {
+    if (this._id !== id) {
+      return;
+    }
+    if (text === null) {
+      this._problem.remove();
+      return;
+    }
+    replaceChildren(this._problem, h('strong', {}, 'Cannot refresh the details: '), text);
+    if (!this._problem.isConnected) {
+      this._head.after(this._problem);
     }
   }
 
@@ -360,6 +391,7 @@ export class ExecutionDetails extends Widget {
   private _errorsKey = '';
   private _head = h('div', { class: 'jp-mole-details-head' });
   private _summary = h('div', { class: 'jp-mole-summary' });
+  private _problem = h('div', { class: 'jp-mole-details-problem', role: 'alert' });
   private _output = h('pre', { class: 'jp-mole-output', tabindex: 0, 'aria-label': 'Output' });
   private _errors = h('div', { class: 'jp-mole-errors' });
   private _crumbs = h('div', { class: 'jp-mole-crumbs' });

@@ -61,6 +61,18 @@ export function timing(execution: IExecution, now: number, state?: string): stri
   return '';
 }
 
+/**
+ * Newest first: by submission time, latest first. Rows without one (a backend that lists ids
+ * only) keep the backend's order, after the others.
+ */
+export function newestFirst<T extends Pick<IExecution, 'submitted'>>(executions: T[]): T[] {
+  const when = (e: T) => (typeof e.submitted === 'number' ? e.submitted : -Infinity);
+  return [...executions].sort((a, b) => {
+    const [x, y] = [when(a), when(b)];
+    return x === y ? 0 : x < y ? 1 : -1;
+  });
+}
+
 export interface IProgress {
   done: number;
   total: number;

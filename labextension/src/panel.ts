@@ -10,6 +10,7 @@ import { Panel, Widget } from '@lumino/widgets';
 import { IExecution, IService, IState, MoleApi, MoleError } from './api';
 import { ExecutionDetails, IDetailsOptions } from './details';
 import { h, replaceChildren } from './dom';
+import { newestFirst } from './format';
 import { moleIcon } from './icon';
 import { ExecutionList, IRow } from './list';
 
@@ -47,6 +48,9 @@ export class MolePanel extends Panel {
     this._banner.addClass('jp-mole-banner');
     this._banner.node.setAttribute('role', 'alert');
     this._banner.hide();
+    this._note.addClass('jp-mole-note');
+    this._note.node.setAttribute('role', 'note');
+    this._note.hide();
 
     this._details = new ExecutionDetails({
       ...options,
@@ -64,6 +68,7 @@ export class MolePanel extends Panel {
     });
     this.addWidget(this._header);
     this.addWidget(this._banner);
+    this.addWidget(this._note);
     this.addWidget(this._list);
     this.addWidget(this._details);
 
@@ -119,7 +124,8 @@ export class MolePanel extends Panel {
         this._serviceInfo = await this.api.service();
         this.renderService(this._serviceInfo);
       }
-      const executions = await this.api.executions();
+      const executions = newestFirst(await this.api.executions());
+      this.renderNote(executions);
       const rows = await this.withStates(executions);
       this._list.setRows(rows, Date.now() / 1000);
       if (this._reveal !== null && rows.some(r => r.execution.id === this._reveal)) {
@@ -127,15 +133,9 @@ export class MolePanel extends Panel {
         this._reveal = null;
         this._list.node.querySelector('.jp-mod-selected')?.scrollIntoView({ block: 'nearest' });
       }
+      // the details show their own failures: the list stays live
       const selected = this._list.selected;
-      try {
-        await this._details.refresh(rows.find(r => r.execution.id === selected));
-      } catch (error) {
-        if (!(error instanceof MoleError && error.status === 404)) {
-          throw error;
-        }
-        // removed meanwhile (from another view): the next list drops it
-      }
+      await this._details.refresh(rows.find(r => r.execution.id === selected));
       this.problem(this._serviceInfo?.problem ?? null);
     } catch (error) {
       this.problem(message(error));
@@ -188,6 +188,20 @@ export class MolePanel extends Panel {
     );
   }
 
+  /** What the backend cannot tell about its executions (an OpenMOLE backend lists ids only). */
+  private renderNote(executions: IExecution[]): void {
+    const lacking = executions.find(e => e.unsupported)?.unsupported;
+    if (!lacking) {
+      this._note.hide();
+      return;
+    }
+    if (this._note.node.dataset.text !== lacking) {
+      this._note.node.dataset.text = lacking;
+      replaceChildren(this._note.node, h('strong', {}, 'Note: '), lacking);
+    }
+    this._note.show();
+  }
+
   private problem(text: string | null): void {
     if (text === null) {
       this._banner.hide();
@@ -204,6 +218,7 @@ export class MolePanel extends Panel {
   private _header = new Widget();
   private _service = h('div', { class: 'jp-mole-service' });
   private _banner = new Widget();
+  private _note = new Widget();
   private _list = new ExecutionList();
   private _details: ExecutionDetails;
   private _poll: Poll;
