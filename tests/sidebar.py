@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from tests.batch_systems import free_port
+from tests.servers import FAILING_SCRIPT, PI_SCRIPT
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "sidebar"
@@ -57,22 +58,12 @@ DEFAULT_POLL_INTERVAL = 2.0
 # The sidebar's list request (Jupyter adds a cache buster to GET requests).
 LIST = re.compile(r"/mole/api/executions(\?[^/]*)?$")
 
-PI_SCRIPT = (REPO / "notebooks" / "pi.oms").read_text()
 SLOW_SCRIPT = """
 x = Val(int)
 DirectSampling(
     evaluation=SystemExecTask("sleep 120", inputs=[x]),
     sampling=x.in_([1, 2]),
 )
-"""
-FAILING_SCRIPT = """
-x = Val(int)
-
-@PythonTask(inputs=[x])
-def fragile(x):
-    raise ValueError("no good value here")
-
-DirectSampling(evaluation=fragile, sampling=x.in_([1]))
 """
 # Two jobs (one per worker): the first prints at once, the second after TAIL_SECONDS.
 # A job's output reaches the execution's when the job ends.
