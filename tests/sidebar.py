@@ -282,13 +282,22 @@ def lab_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         lab.stop()
 
 
-@pytest.fixture(scope="session", name="browser")
-def browser_fixture() -> Iterator[Any]:
+@pytest.fixture(scope="session", name="artifacts")
+def artifacts_fixture() -> Path:
+    """The screenshots' folder, emptied once per run."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture(artifacts: Path) -> Iterator[Any]:
+    """Chromium, per module: Playwright's sync API leaves its event loop marked as running in
+    the main thread while it is open, and the modules after the sidebar's (the widget's tests)
+    run their own loops there."""
     from playwright.sync_api import sync_playwright
 
     needs()
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -323,7 +332,7 @@ def open_lab(browser: Any, lab: Lab, path: str = "lab") -> Iterator[Any]:
     assert errors == [], errors  # the panel says what went wrong; nothing reaches the console
 
 
-@pytest.fixture(scope="session", name="page")
+@pytest.fixture(scope="module", name="page")
 def page_fixture(lab: Lab, browser: Any) -> Iterator[Any]:
     """The lab's page, opened on the notebook ``analysis.ipynb``."""
     with open_lab(browser, lab, "lab/tree/analysis.ipynb") as page:
