@@ -16,6 +16,7 @@ Exit statuses, so scripts and CI can tell what happened:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -156,7 +157,7 @@ def _run(script: Path, work: Path, state_dir: Path, args: argparse.Namespace) ->
         if args.verbose and e.stack_trace:
             _err(e.stack_trace.rstrip("\n"))
         return EXIT_USAGE
-    engine = Engine(state_dir, n_workers=args.workers)
+    engine = Engine(state_dir, n_workers=args.workers, dask_log_level=_dask_log_level(args.verbose))
     interrupts = _Interrupts()
     with interrupts.installed():
         try:
@@ -170,6 +171,29 @@ def _run(script: Path, work: Path, state_dir: Path, args: argparse.Namespace) ->
             return _follow(execution, interrupts, args.verbose)
         finally:
             engine.close()
+
+
+DASK_SILENT = logging.CRITICAL + 10
+
+
+def _dask_log_level(verbose: bool) -> int:
+    """Keep Dask's own log lines off the terminal, unless ``--verbose``.
+
+    A worker that dies makes Dask log from the scheduler, the nanny and the
+    other workers, in lines that name its internals; the engine reports the
+    same event as one WARNING about the lost job, which is what the user can
+    act on. Dask configured its ``distributed`` logger with a handler to
+    stderr when it was imported; in this process the handler is dropped, and
+    the level returned is what the worker processes are given.
+    """
+    if verbose:
+        return logging.ERROR
+    dask_logger = logging.getLogger("distributed")
+    for handler in list(dask_logger.handlers):
+        dask_logger.removeHandler(handler)
+    dask_logger.addHandler(logging.NullHandler())
+    dask_logger.propagate = False
+    return DASK_SILENT
 
 
 def _follow(execution: Execution, interrupts: _Interrupts, verbose: bool) -> int:

@@ -8,6 +8,7 @@ blocked by the engine and talks to it through thread-safe calls.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -33,10 +34,24 @@ _SUPPORTED = (LocalEnvironment, DaskEnvironment, SSHEnvironment, BatchEnvironmen
 class Engine:
     """Runs workflows; one per process is the intended use (it owns a LocalCluster)."""
 
-    def __init__(self, state_directory: str | Path, n_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        state_directory: str | Path,
+        n_workers: int | None = None,
+        *,
+        dask_log_level: int = logging.ERROR,
+    ) -> None:
+        """``dask_log_level``: what Dask itself may log, in this process and its workers.
+
+        The engine reports what a user must know (a lost job, a failed batch
+        job) in the execution's errors; a terminal front end passes a level
+        above CRITICAL so that Dask's own lines do not repeat it.
+        """
         self.state_directory = Path(state_directory)
         self.state_directory.mkdir(parents=True, exist_ok=True)
-        self.cluster = LocalClusterManager(self.state_directory / "dask", n_workers)
+        self.cluster = LocalClusterManager(
+            self.state_directory / "dask", n_workers, log_level=dask_log_level
+        )
         self.executions: dict[str, Execution] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

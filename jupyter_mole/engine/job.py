@@ -15,11 +15,22 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["JobCancelled", "JobContext", "kill_process_group"]
+import psutil
+
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "children_since",
+    "kill_process_group",
+    "kill_process_trees",
+    "process_clock",
+    "thread_children",
+]
 
 
 class JobCancelled(BaseException):
@@ -45,6 +56,82 @@ def _kill_hard(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def thread_children(native_id: int) -> list[psutil.Process] | None:
+    """The processes that the thread ``native_id`` of this process started, or None if unknown.
+
+    Linux lists each thread's children in ``/proc/self/task/<tid>/children``.
+    It is how a job's own processes (``subprocess.run`` in a PythonTask, a
+    ``multiprocessing`` pool) are told from the worker's, which Dask started
+    from other threads, without a scan of every process at each job's start.
+    None where the file does not exist (another system, or a kernel built
+    without it).
+    """
+    try:
+        with open(f"/proc/self/task/{native_id}/children") as f:
+            pids = f.read().split()
+    except OSError:
+        return None
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(int(pid)))
+    return found
+
+
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def process_clock() -> float:
+    """A cheap reading of the clock that psutil dates processes with, for :func:`children_since`.
+
+    On Linux psutil dates a process as boot time (whole seconds) plus its start
+    in clock ticks since boot, so comparing it with ``time.time()`` can be off
+    by a second; the boot clock puts both on the same footing. Elsewhere
+    process start times are wall-clock times.
+    """
+    return time.clock_gettime(_BOOT_CLOCK) if _BOOT_CLOCK is not None else time.time()
+
+
+def children_since(since: float) -> list[psutil.Process]:
+    """This process's children started at or after ``since``, a :func:`process_clock` reading."""
+    if _BOOT_CLOCK is not None:
+        since += psutil.boot_time() - 0.011  # the start is floored to a tick of 10 ms
+    found = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.create_time() >= since:
+                found.append(child)
+    return found
+
+
+def kill_process_trees(processes: Iterable[psutil.Process], grace: float = 0.5) -> None:
+    """SIGTERM these processes and all their descendants, SIGKILL what is left after ``grace``.
+
+    The descendants are listed before anything is killed: once a parent dies
+    its children go to init and can no longer be found from here.
+    """
+    every: list[psutil.Process] = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            every.extend(process.children(recursive=True))
+        every.append(process)
+    if not every:
+        return
+    for process in every:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    timer = threading.Timer(grace, _kill_processes, args=(every,))
+    timer.daemon = True
+    timer.start()
+
+
+def _kill_processes(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running():
+                process.kill()
 
 
 @dataclasses.dataclass

@@ -6,6 +6,12 @@ job (about a fifth of a second of work per chunk, one job while nothing is
 measured yet), unless the capsule says ``.by(n)``. At most ``slots`` chunks of
 an execution are on an environment at once, which is how ``LocalEnvironment(n)``
 caps its concurrency without a scheduler of our own.
+
+Jobs lost with their worker are resubmitted up to the environment's
+``max_resubmissions``; only the chunks that were running on the worker are
+charged for its death, not those queued behind them
+(``ClusterConnection.judge_loss``). Cancelled chunks that do not stop get
+their worker restarted (``ClusterConnection.stop_chunks``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+from distributed.scheduler import KilledWorker
 
 from ..batch import Batch
 from ..errors import JobError
@@ -33,6 +40,9 @@ if TYPE_CHECKING:
     from .cluster import ClusterConnection
 
 __all__ = ["ChunkSizer", "EnvironmentRuntime"]
+
+STOP_TIMEOUT = 20.0
+"""Seconds a cancel waits at most for the workers of stuck jobs to be restarted."""
 
 
 class ChunkSizer:
@@ -225,6 +235,12 @@ class _CapsuleRun:
                     task.result()
 
     async def cancel_outstanding(self) -> None:
+        """Cancel the chunks still out, and make sure none goes on running on a worker.
+
+        A chunk blocked where the cancelling exception cannot reach it gets its
+        worker restarted (``ClusterConnection.stop_chunks``), so that neither
+        the worker nor the processes the job started outlive the cancel.
+        """
         for task in self.tasks:
             task.cancel()
         futures = [f for f in self.futures.values() if not f.done()]
@@ -233,6 +249,25 @@ class _CapsuleRun:
                 await self.connection.client.cancel(futures, force=True)
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        if futures:
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    restarted = await self.connection.stop_chunks([f.key for f in futures])
+            except Exception as error:  # a closing or unreachable cluster: its workers go anyway
+                restarted = []
+                self.runtime.context.report(
+                    self.runtime.name,
+                    ErrorLevel.FINE,
+                    f"could not check that the cancelled jobs of task {self.capsule.name} "
+                    f"stopped: {type(error).__name__}: {error}",
+                )
+            if restarted:
+                self.runtime.context.report(
+                    self.runtime.name,
+                    ErrorLevel.FINE,
+                    f"jobs of task {self.capsule.name} did not stop when cancelled (blocked "
+                    f"outside Python); their worker(s) were restarted: {', '.join(restarted)}",
+                )
 
     def _started(self, chunk: _Chunk) -> None:
         if chunk.started or chunk.finished:
@@ -283,7 +318,11 @@ class _CapsuleRun:
                 raise
             except Exception as e:
                 self._finished(chunk)
-                self._lost(indexes, f"{type(e).__name__}: {e}")
+                dead = _dead_worker(e)
+                if await self.connection.judge_loss(dead, chunk.started):
+                    self._lost(indexes, _loss_reason(e, dead))
+                else:  # queued on a worker that died under another chunk: not this one's fault
+                    self._requeue(indexes)
                 return
             self._finished(chunk)
             self._collect(indexes, result)
@@ -362,6 +401,23 @@ class _CapsuleRun:
             f"resubmitted ({worst}/{environment.max_resubmissions}): {reason}",
         )
         self._requeue(indexes)
+
+
+def _dead_worker(error: BaseException) -> str | None:
+    """The worker whose death failed a chunk, if ``error`` says (Dask's ``KilledWorker``)."""
+    if isinstance(error, KilledWorker):
+        return getattr(error.last_worker, "address", None)
+    return None
+
+
+def _loss_reason(error: BaseException, worker: str | None) -> str:
+    """Why jobs were lost, in a line: Dask's ``KilledWorker`` text is a paragraph of advice."""
+    if isinstance(error, KilledWorker):
+        return (
+            f"worker {worker or '?'} died while it held them "
+            "(a crash, a signal, or the system running out of memory)"
+        )
+    return f"{type(error).__name__}: {error}"
 
 
 def _show(inputs: dict[str, Any], limit: int = 300) -> str:

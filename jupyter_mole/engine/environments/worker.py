@@ -11,8 +11,13 @@ first, so the payload must be opaque bytes unpickled here.
 
 Cancelling a Dask future does not stop the thread running it. The worker plugin
 below watches a chunk leave the ``executing`` state for anything but a result,
-then kills the process groups its jobs started and raises :class:`JobCancelled`
-in its thread.
+then kills the processes its jobs started (the process groups SystemExecTask
+watches, and every process the chunk's thread started, with its descendants)
+and raises :class:`JobCancelled` in its thread. That exception only lands when
+the thread runs Python again: a job blocked in a C call (``time.sleep(600)``,
+a lock) keeps it out. The engine then asks, with :func:`running_chunks`,
+whether the chunk is still there a moment later, and restarts the worker if so
+(see ``ClusterConnection.stop_chunks``).
 """
 
 from __future__ import annotations
@@ -35,14 +40,41 @@ import cloudpickle
 from distributed import WorkerPlugin
 
 from ..errors import MoleError
-from ..job import JobCancelled, JobContext
+from ..job import (
+    JobCancelled,
+    JobContext,
+    children_since,
+    kill_process_trees,
+    process_clock,
+    thread_children,
+)
 
-__all__ = ["START_TOPIC", "ChunkResult", "JobFailure", "MoleWorkerPlugin", "run_chunk"]
+__all__ = [
+    "START_TOPIC",
+    "ChunkResult",
+    "JobFailure",
+    "MoleWorkerPlugin",
+    "kill_chunk_processes",
+    "run_chunk",
+    "running_chunks",
+]
 
 START_TOPIC = "jupyter-mole-chunk-start"
 
+
+@dataclasses.dataclass
+class _Running:
+    """A chunk running on this worker: what it takes to stop it."""
+
+    thread: int  # threading.get_ident(): where the cancelling exception is raised
+    native: int  # threading.get_native_id(): whose child processes are the chunk's
+    since: float  # process_clock() at its start, to date children where threads cannot tell
+    job: JobContext
+    cancelled: bool = False
+
+
 _tasks: OrderedDict[bytes, Any] = OrderedDict()
-_running: dict[str, tuple[int, JobContext]] = {}
+_running: dict[str, _Running] = {}
 _cancelled_early: set[str] = set()
 _lock = threading.Lock()
 _capture = threading.local()
@@ -158,7 +190,9 @@ def run_chunk(
                 _cancelled_early.discard(key)
                 result.cancelled = True
                 return result
-            _running[key] = (threading.get_ident(), job)
+            _running[key] = _Running(
+                threading.get_ident(), threading.get_native_id(), process_clock(), job
+            )
     outputs = result.outputs
     printed = result.printed
     deadline = None if budget is None else started + budget
@@ -222,9 +256,14 @@ def user_traceback(error: BaseException, task: Any) -> str:
 
 
 def cancel_chunk(key: str) -> bool:
-    """Stop the chunk running under ``key`` on this worker: kill its processes, interrupt its thread."""
+    """Stop the chunk running under ``key`` on this worker: kill its processes, interrupt its thread.
+
+    The chunk stays listed until it returns, so that the engine can see it
+    did not (:func:`running_chunks`) and that its processes can be killed
+    again before its worker is restarted.
+    """
     with _lock:
-        entry = _running.pop(key, None)
+        entry = _running.get(key)
         if entry is None:
             # Dask may release a chunk that has started executing before run_chunk has
             # registered it; remember the key so that run_chunk stops as it starts.
@@ -233,9 +272,48 @@ def cancel_chunk(key: str) -> bool:
                 if len(_cancelled_early) > 10_000:
                     _cancelled_early.pop()
             return False
-        thread_id, job = entry
-        job.cancel(thread_id)
+        if not entry.cancelled:
+            entry.cancelled = True
+            entry.job.cancel(entry.thread)
+        alone = len(_running) == 1
+    kill_process_trees(_chunk_processes(entry, alone))
     return True
+
+
+def _chunk_processes(entry: _Running, alone: bool) -> list[Any]:
+    """The processes a chunk started: its thread's children.
+
+    Where threads' children cannot be listed, the worker's children started
+    since the chunk began are its own only if no other chunk runs beside it
+    (one thread per worker, as on the local cluster); with others, none are
+    taken rather than someone else's.
+    """
+    found = thread_children(entry.native)
+    if found is not None:
+        return found
+    return children_since(entry.since) if alone else []
+
+
+def running_chunks(keys: list[str]) -> list[str]:
+    """Which of ``keys`` still run on this worker (run by the engine through ``Client.run``)."""
+    with _lock:
+        return [key for key in keys if key in _running]
+
+
+def kill_chunk_processes(keys: list[str], dask_worker: Any = None) -> str | None:
+    """Kill the processes of chunks ``keys`` here, before the worker is restarted under them.
+
+    Restarting a worker kills its process, not the processes its jobs
+    started: they would live on, orphaned. Returns the address of the
+    worker's nanny (None without one), which is what restarts it.
+    """
+    with _lock:
+        entries = [_running[key] for key in keys if key in _running]
+        alone = len(_running) == 1
+    for entry in entries:
+        entry.job.kill_processes()
+        kill_process_trees(_chunk_processes(entry, alone))
+    return getattr(dask_worker, "nanny", None)
 
 
 class MoleWorkerPlugin(WorkerPlugin):
