@@ -21,7 +21,13 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from .worker import START_TOPIC, MoleWorkerPlugin, kill_chunk_processes, running_chunks
+from .worker import (
+    OUTPUT_TOPIC,
+    START_TOPIC,
+    MoleWorkerPlugin,
+    kill_chunk_processes,
+    running_chunks,
+)
 
 __all__ = ["ClusterConnection", "LocalClusterManager"]
 
@@ -41,11 +47,20 @@ DASK_CONFIG = {
     "distributed.scheduler.worker-saturation": 1.1,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.gil.enabled": False,
+    # The scheduler keeps this many of the last events per topic, ours included: the lines
+    # running jobs print (worker.OUTPUT_TOPIC), already written to the execution's output.
+    # Dask's 1000 would hold the last 500 s of a chatty job's output in the engine's memory.
+    "distributed.admin.low-level-log-length": 50,
 }
 
 
 class ClusterConnection:
-    """A Dask client plus the routing of chunk-start events to whoever waits for them.
+    """A Dask client plus the routing of chunks' events to whoever waits for them.
+
+    Workers log two kinds of events per chunk: its start, and the lines its
+    jobs printed while it runs (streamed, see ``worker.OUTPUT_TOPIC``). Both
+    go to the callbacks registered under the chunk's key, so that the output
+    of one execution never lands in another's.
 
     ``broken`` is set (with the error) when the cluster can no longer run
     anything, such as a batch system refusing every job: the runtime stops
@@ -57,10 +72,12 @@ class ClusterConnection:
         self.slots = slots
         self.broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._on_start: dict[str, Callable[[str | None], None]] = {}
+        self._on_output: dict[str, Callable[[str], None]] = {}
         self._restarting: dict[str, asyncio.Future[None]] = {}
         self.restarted: set[str] = set()  # workers restarted under cancelled chunks
         self._losses: dict[str, list[tuple[bool, asyncio.Future[bool]]]] = {}
         client.subscribe_topic(START_TOPIC, self._started)
+        client.subscribe_topic(OUTPUT_TOPIC, self._printed)
 
     def break_with(self, error: BaseException) -> None:
         if not self.broken.done():
@@ -78,6 +95,24 @@ class ClusterConnection:
 
     def unwatch_start(self, key: str) -> None:
         self._on_start.pop(key, None)
+
+    def _printed(self, event: Any) -> None:
+        _, message = event
+        callback = self._on_output.get(message.get("key"))
+        if callback is not None:
+            callback(message.get("text", ""))
+
+    def watch_output(self, key: str, callback: Callable[[str], None]) -> None:
+        """Pass what chunk ``key`` prints while it runs to ``callback``, until unwatched.
+
+        The worker sends a chunk's streamed lines before its result, so a
+        callback unwatched once the result is in has had them all; lines a
+        cancelled chunk prints after that are dropped.
+        """
+        self._on_output[key] = callback
+
+    def unwatch_output(self, key: str) -> None:
+        self._on_output.pop(key, None)
 
     # -- chunks lost with their worker ----------------------------------------------
     def judge_loss(self, worker: str | None, started: bool) -> asyncio.Future[bool]:

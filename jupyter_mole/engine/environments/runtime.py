@@ -12,6 +12,9 @@ Jobs lost with their worker are resubmitted up to the environment's
 charged for its death, not those queued behind them
 (``ClusterConnection.judge_loss``). Cancelled chunks that do not stop get
 their worker restarted (``ClusterConnection.stop_chunks``).
+
+What jobs print reaches the execution's output while their chunk runs, line
+by line (``ClusterConnection.watch_output``), and the rest with its result.
 """
 
 from __future__ import annotations
@@ -300,6 +303,7 @@ class _CapsuleRun:
         chunk = _Chunk(key, indexes)
         self.env.submitted += 1
         self.connection.watch_start(key, lambda worker: self._started(chunk))
+        self.connection.watch_output(key, ctx.output.write)
         try:
             future = self.connection.client.submit(
                 run_chunk,
@@ -329,6 +333,7 @@ class _CapsuleRun:
         finally:
             self.futures.pop(key, None)
             self.connection.unwatch_start(key)
+            self.connection.unwatch_output(key)
             assert runtime._semaphore is not None
             runtime._semaphore.release()
 
@@ -336,9 +341,9 @@ class _CapsuleRun:
         done = len(result.outputs)
         self.counts.completed += done
         self.sizer.observe(done + (result.failure is not None), result.seconds)
-        output = self.runtime.context.output
-        for j in sorted(result.printed):
-            output.write(result.printed[j])
+        # What the chunk printed before its last STREAM_INTERVAL tick is already in the
+        # output (ClusterConnection.watch_output); this is the rest.
+        self.runtime.context.output.write(result.printed)
         if done:
             self.sink(indexes[:done], Batch(self.out_names, result.outputs))
         if result.cancelled and result.failure is None:

@@ -9,6 +9,14 @@ A task's code comes as cloudpickle bytes: functions defined in a script live in
 no importable module, and Dask pickles its own task wrapper with plain pickle
 first, so the payload must be opaque bytes unpickled here.
 
+What a chunk's jobs print is streamed while it runs: once a chunk has run for
+:data:`STREAM_INTERVAL` seconds, a thread of the worker sends the complete
+lines printed so far to the engine every :data:`STREAM_INTERVAL` seconds, as
+events on :data:`OUTPUT_TOPIC` (the route chunk starts take, on
+:data:`START_TOPIC`); the chunk's result then carries only the rest. A chunk
+that ends before its first tick costs nothing more than one that did not
+stream, which is what the thousands of tiny chunks of a sweep do.
+
 Cancelling a Dask future does not stop the thread running it. The worker plugin
 below watches a chunk leave the ``executing`` state for anything but a result,
 then kills the processes its jobs started (the process groups SystemExecTask
@@ -50,6 +58,7 @@ from ..job import (
 )
 
 __all__ = [
+    "OUTPUT_TOPIC",
     "START_TOPIC",
     "ChunkResult",
     "JobFailure",
@@ -60,6 +69,11 @@ __all__ = [
 ]
 
 START_TOPIC = "jupyter-mole-chunk-start"
+OUTPUT_TOPIC = "jupyter-mole-chunk-output"
+STREAM_INTERVAL = 0.5
+"""Seconds between two sends of a running chunk's printed lines, and before the first."""
+_STREAM_TICK = 0.1
+"""How often the streaming thread looks for chunks due, while any runs."""
 
 
 @dataclasses.dataclass
@@ -70,6 +84,9 @@ class _Running:
     native: int  # threading.get_native_id(): whose child processes are the chunk's
     since: float  # process_clock() at its start, to date children where threads cannot tell
     job: JobContext
+    printed: list[str]  # what its jobs print, not yet sent; only appended to by the chunk's thread
+    due: float  # time.perf_counter() at which its printed lines are next sent
+    worker: Any  # the Dask worker, whose event log carries the lines
     cancelled: bool = False
 
 
@@ -78,6 +95,8 @@ _running: dict[str, _Running] = {}
 _cancelled_early: set[str] = set()
 _lock = threading.Lock()
 _capture = threading.local()
+_streaming = threading.Event()  # set while chunks run, so that the streaming thread runs
+_streamer: threading.Thread | None = None
 
 
 @dataclasses.dataclass
@@ -96,7 +115,7 @@ class ChunkResult:
 
     names: tuple[str, ...]
     outputs: list[tuple[Any, ...]]
-    printed: dict[int, str]
+    printed: str  # what the jobs printed, in order, less what was streamed on OUTPUT_TOPIC
     failure: JobFailure | None = None
     cancelled: bool = False
     seconds: float = 0.0
@@ -183,7 +202,8 @@ def run_chunk(
     task = _load_task(blob)
     out_names = tuple(v.name for v in task.outputs)
     job = JobContext(Path(work_directory), Path(scratch_directory))
-    result = ChunkResult(out_names, [], {}, worker=getattr(worker, "address", None))
+    result = ChunkResult(out_names, [], "", worker=getattr(worker, "address", None))
+    buffer: list[str] = []  # what the jobs print, in order; the streaming thread takes lines off
     if key is not None:
         with _lock:
             if key in _cancelled_early:  # cancelled before it got here: stop at once
@@ -191,13 +211,20 @@ def run_chunk(
                 result.cancelled = True
                 return result
             _running[key] = _Running(
-                threading.get_ident(), threading.get_native_id(), process_clock(), job
+                threading.get_ident(),
+                threading.get_native_id(),
+                process_clock(),
+                job,
+                buffer,
+                started + STREAM_INTERVAL,
+                worker,
             )
+            if worker is not None and not _streaming.is_set():
+                _start_streaming()
     outputs = result.outputs
-    printed = result.printed
     deadline = None if budget is None else started + budget
     perform = task.perform
-    _capture.buffer = buffer = []  # what each job prints, emptied after each job
+    _capture.buffer = buffer
     try:
         for i, row in enumerate(rows):
             if deadline is not None and i and time.perf_counter() > deadline:
@@ -214,19 +241,73 @@ def run_chunk(
                     i, message, user_traceback(e, task), isinstance(e, MoleError)
                 )
                 break
-            finally:
-                if buffer:
-                    printed[i] = "".join(buffer)
-                    buffer.clear()
     except JobCancelled:
         result.cancelled = True
     finally:
         _capture.buffer = None
         if key is not None:
+            # Once unlisted, the streaming thread no longer touches the buffer, and the
+            # lines it sent are already queued on the worker's stream ahead of our result.
             with _lock:
                 _running.pop(key, None)
+        result.printed = "".join(buffer)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _start_streaming() -> None:
+    """Wake the streaming thread, starting it on first use (called with ``_lock`` held)."""
+    global _streamer
+    _streaming.set()
+    if _streamer is None:
+        _streamer = threading.Thread(target=_stream, name="jupyter-mole-output", daemon=True)
+        _streamer.start()
+
+
+def _stream() -> None:
+    """Send the complete lines running chunks printed, each chunk every STREAM_INTERVAL seconds.
+
+    The thread sleeps on an event while no chunk runs. It works under
+    ``_lock``, which ``run_chunk`` takes to unlist a finished chunk: a chunk's
+    last lines are thus either sent here before it returns, or returned with
+    its result, never both nor neither.
+    """
+    while True:
+        _streaming.wait()
+        time.sleep(_STREAM_TICK)
+        now = time.perf_counter()
+        with _lock:
+            if not _running:
+                _streaming.clear()
+                continue
+            for key, entry in _running.items():
+                if now < entry.due or entry.worker is None:
+                    continue
+                entry.due = now + STREAM_INTERVAL
+                text = _take_lines(entry.printed)
+                if text:
+                    try:
+                        entry.worker.log_event(OUTPUT_TOPIC, {"key": key, "text": text})
+                    except Exception:  # a closing worker: the lines go with the chunk then
+                        entry.printed.insert(0, text)
+
+
+def _take_lines(pieces: list[str]) -> str:
+    """Remove and return the complete lines at the head of ``pieces``.
+
+    The chunk's thread only appends to ``pieces`` meanwhile; each list
+    operation here is atomic, so what it appends lands after the kept rest.
+    """
+    n = len(pieces)
+    if not n:
+        return ""
+    text = "".join(pieces[:n])
+    cut = text.rfind("\n") + 1
+    if not cut:
+        return ""
+    pieces[n - 1] = text[cut:]
+    del pieces[: n - 1]
+    return text[:cut]
 
 
 _PACKAGE = str(Path(__file__).resolve().parents[2])
