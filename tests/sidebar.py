@@ -65,15 +65,21 @@ DirectSampling(
     sampling=x.in_([1, 2]),
 )
 """
-# Two jobs (one per worker): the first prints at once, the second after TAIL_SECONDS.
-# A job's output reaches the execution's when the job ends.
+# One job that prints a line at once and another TAIL_SECONDS later: what a running job
+# prints reaches the execution's output while it runs (every half second).
 TAIL_SECONDS = 9
 TAIL_SCRIPT = f"""
+import time
+
 x = Val(int)
-DirectSampling(
-    evaluation=SystemExecTask("echo line ${{x}}; sleep ${{x}}", inputs=[x], shell=True),
-    sampling=x.in_([1, {TAIL_SECONDS}]),
-)
+
+@PythonTask(inputs=[x])
+def talk(x):
+    print("line 1")
+    time.sleep({TAIL_SECONDS})
+    print("line {TAIL_SECONDS}")
+
+DirectSampling(evaluation=talk, sampling=x.in_([1]))
 """
 
 

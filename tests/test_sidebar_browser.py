@@ -234,12 +234,12 @@ def test_details_tail_the_output_while_it_runs(lab: Lab, page: Any) -> None:
     details = select(page, tail_id)
     running = row_of(page, tail_id).and_(page.locator("[data-state='running']"))
     output = details.locator(".jp-mole-output")
-    # the first job's line, while the second job still runs
+    # the job's first line, while it still runs
     output.filter(has_text="line 1").wait_for(timeout=(TAIL_SECONDS - 2) * 1000)
     assert running.count() == 1, lab.state(tail_id)
     assert lab.state(tail_id)["state"] == "running"
     assert f"line {TAIL_SECONDS}" not in output.inner_text()
     shot(page, "12-output-tail")
-    # then the next, appended when that job ends
+    # then its last, appended
     output.filter(has_text=f"line {TAIL_SECONDS}").wait_for(timeout=60_000)
     assert output.inner_text().index("line 1") < output.inner_text().index(f"line {TAIL_SECONDS}")
