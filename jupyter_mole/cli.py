@@ -157,7 +157,7 @@ def _run(script: Path, work: Path, state_dir: Path, args: argparse.Namespace) ->
         if args.verbose and e.stack_trace:
             _err(e.stack_trace.rstrip("\n"))
         return EXIT_USAGE
-    engine = Engine(state_dir, n_workers=args.workers, dask_log_level=_dask_log_level(args.verbose))
+    engine = Engine(state_dir, n_workers=args.workers, dask_log_level=_quiet_dask(args.verbose))
     interrupts = _Interrupts()
     with interrupts.installed():
         try:
@@ -176,7 +176,7 @@ def _run(script: Path, work: Path, state_dir: Path, args: argparse.Namespace) ->
 DASK_SILENT = logging.CRITICAL + 10
 
 
-def _dask_log_level(verbose: bool) -> int:
+def _quiet_dask(verbose: bool) -> int:
     """Keep Dask's own log lines off the terminal, unless ``--verbose``.
 
     A worker that dies makes Dask log from the scheduler, the nanny and the
